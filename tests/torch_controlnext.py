@@ -1,0 +1,52 @@
+"""Our own PyTorch reference of the ControlNeXt-SVD-v2 conditioning module.
+
+Written from REFERENCE.md (Models: ControlNeXt module) with diffusers building blocks,
+with the same state-dict keys as the release's `controlnet.bin`. Used by the parity
+tests and to produce fake `controlnet.bin` files for the conversion tests:
+
+    torch.save(randomize_(TorchControlNeXt(**ControlNeXtConfig.tiny().to_dict())).state_dict(), path)
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D
+from torch import nn
+
+
+class TorchControlNeXt(nn.Module):
+    """forward(pose (b, f, 3, H, W) in [0, 1], timestep scalar or (b,)) -> (b*f, control_channels, h', w')."""
+
+    def __init__(self, time_embed_dim=256, in_channels=(128, 128), out_channels=(128, 256), groups=(4, 8),
+                 control_channels=320, stem_padding=0):
+        super().__init__()
+        self.time_proj = Timesteps(128, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(128, time_embed_dim)
+        stem = in_channels[0]
+        self.embedding = nn.Sequential(
+            nn.Conv2d(3, 64, 3, stride=2, padding=1), nn.GroupNorm(2, 64), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=stem_padding), nn.GroupNorm(2, 64), nn.ReLU(),
+            nn.Conv2d(64, stem, 3, padding=stem_padding), nn.GroupNorm(2, stem), nn.ReLU(),
+        )
+        self.down_res = nn.ModuleList(
+            ResnetBlock2D(in_channels=i, out_channels=o, temb_channels=time_embed_dim, groups=g)
+            for i, o, g in zip(in_channels, out_channels, groups))
+        self.down_sample = nn.ModuleList(
+            Downsample2D(o, use_conv=True, out_channels=o, padding=1, name="op") for o in out_channels)
+        w = out_channels[-1]
+        self.mid_convs = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(w, w, 3, padding=1), nn.ReLU(), nn.GroupNorm(8, w),
+                          nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(8, w)),
+            nn.Conv2d(w, control_channels, 1),
+        ])
+
+    def forward(self, pose: torch.Tensor, timestep) -> torch.Tensor:
+        b, f = pose.shape[:2]
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(b)
+        emb = self.time_embedding(self.time_proj(t).to(pose.dtype)).repeat_interleave(f, dim=0)
+        x = self.embedding(pose.flatten(0, 1))
+        for res, down in zip(self.down_res, self.down_sample):
+            x = down(res(x, emb))
+        x = self.mid_convs[0](x) + x
+        return self.mid_convs[1](x)
