@@ -25,12 +25,13 @@ def timestep_embedding(timesteps: jax.Array, dim: int, *, flip_sin_to_cos: bool,
 
 
 class TimestepEmbedding(nnx.Module):
-    """linear_1 -> SiLU -> linear_2."""
+    """linear_1 -> SiLU -> linear_2 (`out_dim` defaults to `time_embed_dim`, as in diffusers)."""
 
-    def __init__(self, in_channels: int, time_embed_dim: int, *, dtype: Dtype | None = None,
-                 param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, time_embed_dim: int, *, out_dim: int | None = None,
+                 dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         self.linear_1 = Linear(in_channels, time_embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.linear_2 = Linear(time_embed_dim, time_embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.linear_2 = Linear(time_embed_dim, out_dim or time_embed_dim, dtype=dtype, param_dtype=param_dtype,
+                               rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(x)))
