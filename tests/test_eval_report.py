@@ -1,0 +1,202 @@
+"""controlnext-eval end to end on a three-clip dataset of already generated videos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from controlnext_jax.metrics import benchmark, plots
+from controlnext_jax.metrics.seams import boundary_transitions
+
+REPO = Path(__file__).resolve().parents[1]
+H, W = 64, 96
+N_GEN, STRIDE, BATCH, OVERLAP = 30, 2, 12, 4
+SHIFT_PX = 3  # the generated square sits this far right of the ground truth's
+OFFSETS = np.stack([np.linspace(-40, 40, 18), np.linspace(-20, 20, 18)[::-1]], axis=-1)  # 18 "keypoints", box 80 px
+
+
+def _square_xy(t: int, clip: int) -> tuple[int, int]:
+    return 12 + t + 4 * clip, 16 + t // 4
+
+
+def _frame(t: int, clip: int, dx: int = 0, background: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(1000 * clip + t)
+    img = np.clip(background + rng.normal(0, 6, (H, W, 3)), 0, 255).astype(np.uint8)
+    x, y = _square_xy(t, clip)
+    img[y: y + 8, x + dx: x + dx + 8] = 235
+    return img
+
+
+def _body_keypoints(x: float, y: float) -> np.ndarray:
+    """Normalised keypoints around a square whose centre is (x, y) in pixels."""
+    return (np.array([x, y]) + OFFSETS) / np.array([W, H])
+
+
+def synthetic_detector(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """'Detects' the bright square: keypoints at fixed offsets from its centroid."""
+    ys, xs = np.nonzero(frame.mean(axis=-1) > 160)
+    if len(xs) == 0:
+        return np.zeros((18, 2)), np.zeros(18)
+    return _body_keypoints(xs.mean(), ys.mean()), np.full(18, 0.9)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    boundaries = boundary_transitions(N_GEN, BATCH, OVERLAP)
+    for clip in range(3):
+        folder = root / f"clip_{clip}"
+        folder.mkdir()
+        n_src = (N_GEN - 1) * STRIDE + 3
+        gt = np.stack([_frame(t, clip) for t in range(n_src)])
+        iio.imwrite(folder / "ground_truth.mp4", gt, plugin="FFMPEG", fps=14)
+        shutil.copy(folder / "ground_truth.mp4", folder / "driving.mp4")
+        Image.fromarray(gt[0]).save(folder / "reference.png")
+        # generated: frame 0 shows the reference pose, frame j the source frame (j-1)*stride with the
+        # square shifted and the background stepping up by 12 at every window boundary (a visible seam)
+        gen = [_frame(0, clip)]
+        for j in range(1, N_GEN):
+            seams_before = sum(b < j for b in boundaries)
+            gen.append(_frame((j - 1) * STRIDE, clip, dx=SHIFT_PX, background=40 + 12 * seams_before))
+        iio.imwrite(folder / "generated.mp4", np.stack(gen), plugin="FFMPEG", fps=7)
+        if clip == 0:  # one clip carries the poses the model was given
+            kp = [_body_keypoints(*(np.array(_square_xy(0, clip)) + 3.5))]
+            kp += [_body_keypoints(*(np.array(_square_xy((j - 1) * STRIDE, clip)) + 3.5)) for j in range(1, N_GEN)]
+            np.savez(folder / "driving_poses.npz", keypoints=np.stack(kp), scores=np.full((N_GEN, 18), 0.95))
+    return root
+
+
+def _cfg(root: Path, out: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose("eval", overrides=[f"dataset.root={root}", f"output_dir={out}",
+                                          f"sampling.batch_frames={BATCH}", f"sampling.overlap={OVERLAP}",
+                                          f"alignment.sample_stride={STRIDE}", *overrides])
+
+
+def _square_targets(clip):
+    """The target poses of the clips without driving_poses.npz: detected on the driving frames."""
+    idx = np.arange(len(clip.generated_aligned)) * STRIDE
+    driving = iio.imread(clip.files.driving, plugin="FFMPEG")[idx]
+    found = [synthetic_detector(f) for f in driving]
+    return np.stack([k for k, _ in found]), np.stack([s for _, s in found])
+
+
+def _check_png(path: Path, title: str) -> None:
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.size[0] >= 600 and img.info.get("Title") == title
+        pixels = np.asarray(img.convert("L"))
+        assert pixels.std() > 5  # something is drawn
+
+
+def test_full_report_end_to_end(dataset, tmp_path):
+    out = tmp_path / "report"
+    cfg = _cfg(dataset, out, "fvd.clip_length=10", "fvd.batch_size=3", "seed=7")
+    assert benchmark.run(cfg, pose_tools=(synthetic_detector, _square_targets), command="test") == out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "frame_metrics.png", "pose_accuracy.png", "report.json", "report.md", "seams.png"]
+    assert not list(tmp_path.glob(".report.tmp-*"))
+    report = json.loads((out / "report.json").read_text())
+    header, results = report["header"], report["results"]
+    print(json.dumps(results, indent=1))
+
+    # header: reproducible
+    assert len(header["commit"].split("+")[0]) == 40
+    assert header["seed"] == 7 and "clip_length: 10" in header["config_yaml"]
+    assert "sha256" in header["i3d_weights"] and "3 clips" in header["dataset"]
+    assert header["fvd sampling"].startswith("clips of 10 frames, frame stride 1, at most 1")
+
+    # FVD over 3 vs 3 clips, finite and positive (the videos differ)
+    assert results["fvd"]["fvd_clips_generated"] == results["fvd"]["fvd_clips_real"] == 3
+    assert 0 < results["fvd"]["fvd"] < 1e4
+    # frame metrics on the 29 aligned frames of each clip
+    assert results["frames"]["frames_compared"] == 3 * (N_GEN - 1)
+    assert 10 < results["frames"]["psnr"] < 40 and 0 < results["frames"]["l1"] < 0.2
+    # pose: every keypoint off by SHIFT_PX to the right (mp4 blurs it a little)
+    pose = results["pose"]
+    assert pose["AKD_px"] == pytest.approx(SHIFT_PX, abs=0.6)
+    assert pose["MKR"] == 0 and pose["PCK@0.1"] == pose["PCK@0.2"] == 1.0 and pose["frames"] == 3 * (N_GEN - 1)
+    assert 0.5 < pose["mean_oks"] < 1.0 and pose["AP50"] == 1.0
+    assert report["details"]["pose"]["target_source"]["clip_0"] == "driving_poses.npz"
+    # seams: background steps at the boundaries only
+    seams = results["seams"]
+    # (a 12/255 = 0.047 step on a noisy background; the mp4 encoder smooths part of it away)
+    assert seams["seam_ratio"] > 2 and 0.8 < seams["seam_ratio_ground_truth"] < 1.25
+    assert 0.02 < seams["seam_boundary_change"] - seams["seam_interior_change"] < 0.06
+    assert seams["seam_boundaries"] == 3 * len(boundary_transitions(N_GEN, BATCH, OVERLAP))
+    skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
+    assert "LPIPS" in skipped and "FID" in skipped
+
+    md = (out / "report.md").read_text()
+    assert "**FVD = " in md and "3 generated vs 3 real clips" in md and "not the uint8 subtraction" in md
+    assert "## Full config" in md and "![seams](seams.png)" in md
+    _check_png(out / "seams.png", f"Frame-to-frame change and window boundaries (batch_frames {BATCH}, "
+                                  f"overlap {OVERLAP})")
+    _check_png(out / "frame_metrics.png", "Frame metrics per frame (generated vs ground truth)")
+    _check_png(out / "pose_accuracy.png", "Pose accuracy per frame (generated vs target poses)")
+
+
+def test_plots_draw_what_their_titles_say(tmp_path):
+    changes = np.linspace(0.01, 0.02, 29)
+    per_clip = {"a": {"changes": changes, "boundaries": [8, 11], "gt_changes": changes[1:],
+                      "first_transition": 1, "window_starts": [0, 8, 18]}}
+    fig = plots.plot_seams(per_clip, 12, 4, tmp_path / "s.png")
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), changes)
+    vlines = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"]
+    assert vlines == [8.5, 11.5]
+    curves = {"c": {"psnr": np.arange(5.0)}}
+    fig = plots.plot_per_frame(curves, [("psnr", "PSNR (dB)")], tmp_path / "p.png", "PSNR per frame")
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.arange(5.0))
+    assert fig.axes[0].get_ylabel() == "PSNR (dB)" and fig._suptitle.get_text() == "PSNR per frame"
+    _check_png(tmp_path / "p.png", "PSNR per frame")
+
+
+def test_pose_skipped_without_pose_package(dataset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "controlnext_jax.pose.video", None)  # import fails
+    out = tmp_path / "r"
+    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "dataset.max_clips=1"))
+    report = json.loads((out / "report.json").read_text())
+    skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
+    assert "pose detector is not available" in skipped["pose accuracy"]
+    assert "pose" not in report["results"] and "Not computed" in (out / "report.md").read_text()
+
+
+def test_errors_leave_no_output(dataset, tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(NotImplementedError, match="animate pipeline"):
+        benchmark.run(_cfg(dataset, out, "generate=true"))
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset, broken)
+    (broken / "clip_2" / "ground_truth.mp4").write_bytes(b"not a video")
+    with pytest.raises(Exception):
+        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose.enabled=false"))
+    (broken / "clip_1" / "generated.mp4").unlink()
+    with pytest.raises(FileNotFoundError, match="clip_1/generated.mp4"):
+        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose.enabled=false"))
+    with pytest.raises(ValueError, match="clip_length"):
+        benchmark.run(_cfg(dataset, out, "fvd.clip_length=4", "pose.enabled=false"))
+    with pytest.raises(ValueError, match="overlap"):
+        benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false", "sampling.overlap=12"))
+    assert list(tmp_path.iterdir()) == [broken]  # no output, no temporary folder
+    out.mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        benchmark.run(_cfg(dataset, out, "fvd.enabled=false"))
+
+
+def test_cli_reports_errors_cleanly(dataset, tmp_path):
+    out = tmp_path / "r"
+    proc = subprocess.run([sys.executable, "-m", "eval.evaluate", f"dataset.root={dataset}", f"output_dir={out}",
+                           "generate=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "animate pipeline" in proc.stderr
+    assert not out.exists() and not list(REPO.glob("outputs"))
