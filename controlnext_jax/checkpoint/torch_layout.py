@@ -116,6 +116,32 @@ def assign_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray], *, s
     nnx.update(model, state)
 
 
+def materialize(abstract: nnx.Module, values: dict[tuple, np.ndarray], *, param_dtype=None) -> nnx.Module:
+    """Fill an abstract model (from `nnx.eval_shape`) with parameter values keyed by NNX path.
+
+    Only one copy of the weights is ever alive: no random initialisation happens.
+    """
+    graphdef, state = nnx.split(abstract)
+    flat = dict(nnx.to_flat_state(state))
+    for path, var in flat.items():
+        if path not in values:
+            raise LayoutError(f"no value for parameter {'/'.join(map(str, path))}")
+        var.set_value(jnp.asarray(values[path], dtype=param_dtype or var.get_value().dtype))
+    return nnx.merge(graphdef, state)
+
+
+def from_torch_state_dict(abstract: nnx.Module, state_dict, *, param_dtype=None,
+                          source: str = "<state dict>") -> nnx.Module:
+    """An abstract model filled from a torch-layout state dict (numpy arrays), strictly."""
+    table = param_table(abstract)
+    missing = sorted(set(table) - set(state_dict))
+    unknown = sorted(set(state_dict) - set(table))
+    if missing or unknown:
+        raise LayoutError(f"{source}: missing {missing[:5]}, unknown {unknown[:5]}")
+    return materialize(abstract, {slot.path: to_flax_layout(np.asarray(state_dict[key]), slot.layout)
+                                  for key, slot in table.items()}, param_dtype=param_dtype)
+
+
 def export_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
     """The model's parameters as a torch-layout state dict of numpy arrays."""
     flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))

@@ -66,7 +66,7 @@ def set_attention_implementation(model: nnx.Module, implementation: str | None) 
     if implementation not in (None, "xla", "cudnn"):
         raise ValueError(f"attention implementation must be None, 'xla' or 'cudnn', got {implementation!r}")
     for _, module in model.iter_modules():
-        if isinstance(module, Attention):
+        if hasattr(module, "implementation"):  # Attention here, CLIPAttention in clip_vision.py
             module.implementation = implementation
 
 

@@ -1,0 +1,1 @@
+"""Random-weight PyTorch checkpoints for tests, the self-check and benchmarks (needs the `torch` extra)."""
