@@ -200,3 +200,22 @@ def test_cli_reports_errors_cleanly(dataset, tmp_path):
                            "generate=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "animate pipeline" in proc.stderr
     assert not out.exists() and not list(REPO.glob("outputs"))
+
+
+def test_fid_with_user_extractor(dataset, tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Detector(torch.nn.Module):
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, (2, 2))
+            return pooled.flatten(1)
+
+    path = tmp_path / "inception.pt"
+    torch.jit.script(Detector()).save(str(path))
+    out = tmp_path / "r"
+    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false", f"frames.fid_extractor={path}"))
+    report = json.loads((out / "report.json").read_text())
+    fid = report["results"]["fid"]
+    assert fid["fid_frames_generated"] == fid["fid_frames_real"] == 3 * (N_GEN - 1)
+    assert fid["fid"] > 0 and "sha256" in report["header"]["fid_extractor"]
+    assert "FID" not in {s["metric"] for s in report["skipped"]}

@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
 from controlnext_jax.metrics.evaluators import (
-    BodyDetector, DrivingPoses, FrameEvaluator, FVDEvaluator, PoseEvaluator, SeamEvaluator)
+    BodyDetector, DrivingPoses, FIDEvaluator, FrameEvaluator, FVDEvaluator, PoseEvaluator, SeamEvaluator)
+from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, sha256_file, write_report
 
@@ -117,8 +118,15 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
         evaluators.append(FrameEvaluator(cfg.frames.ssim_gaussian_weights))
     else:
         skipped.append(Skipped("PSNR/SSIM/L1", "disabled (frames.enabled=false)"))
-    skipped.append(Skipped("LPIPS", "not computed: this version has no LPIPS network; no number is reported"))
-    skipped.append(Skipped("FID", "not computed: this version has no Inception-v3 network; no number is reported"))
+    skipped.append(Skipped("LPIPS", "not computed: this version has no LPIPS network (AlexNet/VGG + linear "
+                                      "heads); no number is reported"))
+    if cfg.frames.fid_extractor:
+        evaluators.append(FIDEvaluator(FrameFeatures(cfg.frames.fid_extractor, cfg.frames.fid_batch_size)))
+        header["fid_extractor"] = f"{cfg.frames.fid_extractor} (sha256 {sha256_file(cfg.frames.fid_extractor)})"
+    else:
+        skipped.append(Skipped("FID", "not computed: no feature extractor given (frames.fid_extractor, e.g. the "
+                                      "TorchScript inception-2015-12-05.pt); this version has no Inception-v3 "
+                                      "of its own; no number is reported"))
     if not cfg.pose.enabled:
         skipped.append(Skipped("pose accuracy", "disabled (pose.enabled=false)"))
     else:

@@ -14,6 +14,8 @@ import numpy as np
 
 from controlnext_jax.metrics import frame_metrics, pose_metrics, seams
 from controlnext_jax.metrics.dataset import AlignedClip
+from controlnext_jax.metrics.fid import FrameFeatures
+from controlnext_jax.metrics.frechet import frechet_distance_from_features
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder, fvd_from_embeddings
 from controlnext_jax.sampling.windows import window_starts
 
@@ -44,6 +46,30 @@ class FVDEvaluator:
         return {"sampling": self.sampling.describe(), "clip_length": self.sampling.clip_length,
                 "frame_stride": self.sampling.frame_stride, "max_clips_per_video": self.sampling.max_clips,
                 "clips_generated": len(self.generated), "clips_real": len(self.real)}
+
+
+@dataclass
+class FIDEvaluator:
+    """FID between all aligned generated frames and all ground-truth frames (pooled over clips)."""
+
+    features: FrameFeatures
+    generated: list[np.ndarray] = field(default_factory=list)
+    real: list[np.ndarray] = field(default_factory=list)
+    name: str = "fid"
+
+    def update(self, clip: AlignedClip) -> None:
+        self.generated.append(self.features(clip.generated_aligned))
+        self.real.append(self.features(clip.ground_truth))
+
+    def results(self) -> Iterator[tuple[str, float]]:
+        gen, real = np.concatenate(self.generated), np.concatenate(self.real)
+        yield "fid_frames_generated", len(gen)
+        yield "fid_frames_real", len(real)
+        if min(len(gen), len(real)) >= 2:
+            yield "fid", frechet_distance_from_features(gen, real)
+
+    def details(self) -> dict:
+        return {"extractor": str(self.features.path)}
 
 
 @dataclass

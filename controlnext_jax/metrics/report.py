@@ -96,6 +96,9 @@ METRIC_NOTES = {
                "covariance, K1 0.01, K2 0.03, channels averaged); L1 = mean |generated - ground truth| on the "
                "[0, 1] scale, computed in float (not the uint8 subtraction that wraps around, as some "
                "published code did)."),
+    "fid": ("FID over frames: every aligned generated frame against every ground-truth frame (pooled over "
+            "clips), features from the user's TorchScript extractor (header: fid_extractor), Frechet distance in "
+            "float64. Like FVD it depends on the sample count."),
     "pose": ("Pose accuracy of the 18 OpenPose body keypoints detected on generated frames against the target "
              "poses; a keypoint is visible if its score > threshold. OKS with COCO sigmas (neck: shoulder "
              "sigma 0.079) and the target's keypoint-box area; AP = COCO AP over OKS 0.50:0.05:0.95; PCK@a: "
