@@ -202,20 +202,33 @@ def test_cli_reports_errors_cleanly(dataset, tmp_path):
     assert not out.exists() and not list(REPO.glob("outputs"))
 
 
-def test_fid_with_user_extractor(dataset, tmp_path):
+def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     torch = pytest.importorskip("torch")
+    from tests.test_metrics_lpips import _alexnet_features
 
     class Detector(torch.nn.Module):
         def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
             pooled = torch.nn.functional.adaptive_avg_pool2d(x.float() / 255.0, (2, 2))
             return pooled.flatten(1)
 
-    path = tmp_path / "inception.pt"
-    torch.jit.script(Detector()).save(str(path))
+    torch.jit.script(Detector()).save(str(tmp_path / "inception.pt"))
+    torch.manual_seed(0)
+    backbone = torch.nn.Module()
+    backbone.features = _alexnet_features()
+    torch.save(backbone.state_dict(), tmp_path / "alexnet.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) * 0.1 for i, c in enumerate([64, 192, 384, 256, 256])},
+               tmp_path / "alex.pth")
     out = tmp_path / "r"
-    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false", f"frames.fid_extractor={path}"))
+    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false",
+                       f"frames.fid_extractor={tmp_path / 'inception.pt'}",
+                       f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}", f"frames.lpips_linear={tmp_path / 'alex.pth'}"))
     report = json.loads((out / "report.json").read_text())
     fid = report["results"]["fid"]
     assert fid["fid_frames_generated"] == fid["fid_frames_real"] == 3 * (N_GEN - 1)
     assert fid["fid"] > 0 and "sha256" in report["header"]["fid_extractor"]
-    assert "FID" not in {s["metric"] for s in report["skipped"]}
+    assert report["results"]["lpips"]["lpips_alex"] > 0 and "sha256" in report["header"]["lpips_weights"]
+    assert len(report["details"]["lpips"]["per_clip"]["clip_0"]) == N_GEN - 1
+    assert not {"FID", "LPIPS"} & {s["metric"] for s in report["skipped"]}
+    with pytest.raises(ValueError, match="frames.lpips_linear: required"):
+        benchmark.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose.enabled=false",
+                           f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}"))

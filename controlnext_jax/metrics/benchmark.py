@@ -19,9 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
 from controlnext_jax.metrics.evaluators import (
-    BodyDetector, DrivingPoses, FIDEvaluator, FrameEvaluator, FVDEvaluator, PoseEvaluator, SeamEvaluator)
+    BodyDetector, DrivingPoses, FIDEvaluator, FrameEvaluator, FVDEvaluator, LPIPSEvaluator, PoseEvaluator,
+    SeamEvaluator)
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
+from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
 from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, sha256_file, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,8 +120,19 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
         evaluators.append(FrameEvaluator(cfg.frames.ssim_gaussian_weights))
     else:
         skipped.append(Skipped("PSNR/SSIM/L1", "disabled (frames.enabled=false)"))
-    skipped.append(Skipped("LPIPS", "not computed: this version has no LPIPS network (AlexNet/VGG + linear "
-                                      "heads); no number is reported"))
+    lp = cfg.frames
+    if lp.lpips_backbone or lp.lpips_linear:
+        if not (lp.lpips_backbone and lp.lpips_linear):
+            missing = "frames.lpips_linear" if lp.lpips_backbone else "frames.lpips_backbone"
+            raise ValueError(f"{missing}: required for LPIPS (the torchvision backbone and the lpips linear heads)")
+        model = load_lpips(lp.lpips_net, lp.lpips_backbone, lp.lpips_linear)
+        evaluators.append(LPIPSEvaluator(LPIPSMetric(model, lp.lpips_batch_size), lp.lpips_net))
+        header["lpips_weights"] = (f"{lp.lpips_net}: {lp.lpips_backbone} (sha256 {sha256_file(lp.lpips_backbone)}), "
+                                   f"{lp.lpips_linear} (sha256 {sha256_file(lp.lpips_linear)})")
+    else:
+        skipped.append(Skipped("LPIPS", "not computed: no weights given (frames.lpips_backbone = torchvision "
+                                        "alexnet/vgg16 state dict, frames.lpips_linear = lpips v0.1 alex.pth/vgg.pth); "
+                                        "no number is reported"))
     if cfg.frames.fid_extractor:
         evaluators.append(FIDEvaluator(FrameFeatures(cfg.frames.fid_extractor, cfg.frames.fid_batch_size)))
         header["fid_extractor"] = f"{cfg.frames.fid_extractor} (sha256 {sha256_file(cfg.frames.fid_extractor)})"

@@ -17,6 +17,7 @@ from controlnext_jax.metrics.dataset import AlignedClip
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.frechet import frechet_distance_from_features
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder, fvd_from_embeddings
+from controlnext_jax.metrics.lpips import LPIPSMetric
 from controlnext_jax.sampling.windows import window_starts
 
 # A body-pose detector: uint8 (h, w, 3) frame -> (keypoints (18, 2) normalised x/W, y/H; scores (18,)).
@@ -94,6 +95,23 @@ class FrameEvaluator:
 
     def details(self) -> dict:
         return {clip: {k: v.tolist() for k, v in metrics.items()} for clip, metrics in self.per_clip.items()}
+
+
+@dataclass
+class LPIPSEvaluator:
+    metric: LPIPSMetric
+    net: str = "alex"
+    per_clip: dict[str, np.ndarray] = field(default_factory=dict)
+    name: str = "lpips"
+
+    def update(self, clip: AlignedClip) -> None:
+        self.per_clip[clip.clip_id] = self.metric(clip.generated_aligned, clip.ground_truth)
+
+    def results(self) -> Iterator[tuple[str, float]]:
+        yield f"lpips_{self.net}", float(np.mean(np.concatenate(list(self.per_clip.values()))))
+
+    def details(self) -> dict:
+        return {"net": self.net, "per_clip": {c: v.tolist() for c, v in self.per_clip.items()}}
 
 
 # The poses the model was given for a clip's aligned frames: (keypoints (n, 18, 2) normalised, scores (n, 18)).

@@ -99,6 +99,8 @@ METRIC_NOTES = {
     "fid": ("FID over frames: every aligned generated frame against every ground-truth frame (pooled over "
             "clips), features from the user's TorchScript extractor (header: fid_extractor), Frechet distance in "
             "float64. Like FVD it depends on the sample count."),
+    "lpips": ("LPIPS v0.1 per aligned frame pair (frames in [-1, 1]; backbone and linear heads from the files "
+              "in the header), mean over all frames."),
     "pose": ("Pose accuracy of the 18 OpenPose body keypoints detected on generated frames against the target "
              "poses; a keypoint is visible if its score > threshold. OKS with COCO sigmas (neck: shoulder "
              "sigma 0.079) and the target's keypoint-box area; AP = COCO AP over OKS 0.50:0.05:0.95; PCK@a: "
