@@ -59,8 +59,14 @@ def main(cfg: DictConfig) -> None:
     try:
         out, keypoints_out = run(cfg)
     except (ValueError, FileNotFoundError, InstantiationException, MissingMandatoryValue) as e:
+        if isinstance(e, MissingMandatoryValue):
+            message = f"{e.full_key}=... is required (see configs/pose_preview.yaml, configs/pose/)"
+        elif isinstance(e, InstantiationException) and e.__cause__ is not None:
+            message = str(e.__cause__)  # the detector's own error, without Hydra's wrapping
+        else:
+            message = str(e)
         # One clear line and status 2 (the project's convention for bad input).
-        print(f"controlnext-pose: error: {e}", file=sys.stderr)
+        print(f"controlnext-pose: error: {message}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {out} and {keypoints_out}")
 

@@ -137,3 +137,33 @@ def test_bad_paths_and_devices(models, tmp_path):
     with pytest.raises(ValueError, match="pose.device must be one of auto, cpu, cuda"):
         _providers("tpu")
     assert _providers("auto")[-1] == "CPUExecutionProvider"
+
+
+def test_preview_cli_with_dwpose(models, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import imageio.v2 as iio
+
+    det, _, pose = models
+    rng_ = np.random.default_rng(3)
+    video = str(tmp_path / "drive.mp4")
+    iio.mimwrite(video, [rng_.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(6)],
+                 fps=12, macro_block_size=1)
+    image = str(tmp_path / "ref.png")
+    iio.imwrite(image, rng_.integers(0, 256, (120, 90, 3), dtype=np.uint8))
+    out = str(tmp_path / "pose.mp4")
+    r = subprocess.run([sys.executable, "-m", "controlnext_jax.pose_preview", f"video={video}",
+                        f"image={image}", f"out={out}", "pose=dwpose", f"pose.det_model={det}",
+                        f"pose.pose_model={pose}", "pose.device=cpu", "height=128", "width=96",
+                        "sample_stride=2", "progress=false"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = json.load(open(tmp_path / "pose.json"))
+    # reference + frames 0, 2, 4; two planted people in every frame
+    assert [len(f) for f in meta["frames"]] == [2, 2, 2, 2]
+    # no frame has exactly one person: the fit falls back to each frame's first person
+    assert meta["rescale"]["frames_used"] == 3
+    frames = [f for f in iio.get_reader(out)]
+    assert len(frames) == 4 and frames[0].shape == (128, 96, 3)

@@ -236,8 +236,7 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
 
     reference_image = prepare_reference(image, height, width)
     reference = detector.detect(reference_image)
-    if align != "none":
-        reference_points(reference)  # fail before spending time on the video
+    reference_points(reference)  # no person to animate: fail before reading the video
 
     if hasattr(detector, "reset"):
         detector.reset()  # a tracking detector must not carry the reference over
