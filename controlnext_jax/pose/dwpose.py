@@ -16,6 +16,7 @@ those the original pipeline would draw.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -56,17 +57,22 @@ def letterbox(image: np.ndarray, size: tuple[int, int] = DET_SIZE) -> tuple[np.n
     return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32), ratio
 
 
-def decode_yolox(raw: np.ndarray, size: tuple[int, int] = DET_SIZE,
-                 strides: Sequence[int] = DET_STRIDES) -> np.ndarray:
-    """(N, 85) raw head -> (N, 85) with boxes as (cx, cy, w, h) in input pixels."""
+@functools.lru_cache(maxsize=4)
+def _head_grid(size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell (x, y) and stride of every head row: row-major grids, finest stride first."""
     cells, cell_strides = [], []
     for stride in strides:
         rows, cols = size[0] // stride, size[1] // stride
         xs, ys = np.meshgrid(np.arange(cols), np.arange(rows))
         cells.append(np.stack([xs, ys], axis=-1).reshape(-1, 2))
         cell_strides.append(np.full((rows * cols, 1), stride))
-    grid = np.concatenate(cells)
-    stride = np.concatenate(cell_strides)
+    return np.concatenate(cells), np.concatenate(cell_strides)
+
+
+def decode_yolox(raw: np.ndarray, size: tuple[int, int] = DET_SIZE,
+                 strides: Sequence[int] = DET_STRIDES) -> np.ndarray:
+    """(N, 85) raw head -> (N, 85) with boxes as (cx, cy, w, h) in input pixels."""
+    grid, stride = _head_grid(tuple(size), tuple(strides))
     if raw.shape[0] != grid.shape[0]:
         raise ValueError(f"detector output has {raw.shape[0]} rows, expected {grid.shape[0]} "
                          f"for a {size[1]}x{size[0]} input at strides {tuple(strides)}")
