@@ -87,14 +87,13 @@ class UNetConfig:
 
     @classmethod
     def tiny(cls) -> UNetConfig:
-        """SVD's block layout at toy width (GroupNorm(32) needs channels in multiples of 32)."""
-        return cls(down_block_types=("CrossAttnDownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal",
-                                     "DownBlockSpatioTemporal"),
-                   up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal",
-                                   "CrossAttnUpBlockSpatioTemporal"),
-                   block_out_channels=(32, 64, 64), addition_time_embed_dim=8,
+        """Every block type at toy width (GroupNorm(32) needs channels in multiples of 32); one
+        downsampling step, so latent sizes must be even."""
+        return cls(down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+                   up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+                   block_out_channels=(32, 64), addition_time_embed_dim=8,
                    projection_class_embeddings_input_dim=24, layers_per_block=1, cross_attention_dim=32,
-                   num_attention_heads=(1, 2, 2), num_frames=3, sample_size=16)
+                   num_attention_heads=(1, 2), num_frames=3, sample_size=16)
 
 
 class UNetSpatioTemporalConditionModel(nnx.Module):
