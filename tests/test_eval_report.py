@@ -232,3 +232,14 @@ def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     with pytest.raises(ValueError, match="frames.lpips_linear: required"):
         benchmark.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose.enabled=false",
                            f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}"))
+
+
+def test_fvd_without_enough_clips_is_reported_not_computed(dataset, tmp_path):
+    out = tmp_path / "r"
+    # 29 aligned frames per clip: no 40-frame clip fits, so there is no FVD to give
+    benchmark.run(_cfg(dataset, out, "fvd.clip_length=40", "pose.enabled=false"))
+    report = json.loads((out / "report.json").read_text())
+    assert "fvd" not in report["results"]["fvd"] and report["results"]["fvd"]["fvd_clips_generated"] == 0
+    skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
+    assert skipped["FVD"].startswith("not computed: fewer than 2 clips on a side (0 generated / 0 real")
+    assert "**FVD =" not in (out / "report.md").read_text()

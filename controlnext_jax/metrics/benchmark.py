@@ -75,13 +75,11 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
     return detect_body, driving_poses
 
 
-def _generated_video(clip: ClipFiles, cfg: DictConfig) -> np.ndarray:
-    if clip.generated is None:
-        where = f"{cfg.dataset.generated_dir}/{clip.clip_id}.mp4" if cfg.dataset.generated_dir else \
-            f"{clip.folder}/generated.mp4"
-        raise FileNotFoundError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes "
-                                "videos already generated)")
-    return read_video(clip.generated)
+def _missing_generated(clip: ClipFiles, cfg: DictConfig) -> FileNotFoundError:
+    where = (f"{cfg.dataset.generated_dir}/{clip.clip_id}.mp4" if cfg.dataset.generated_dir
+             else f"{clip.folder}/generated.mp4")
+    return FileNotFoundError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes videos "
+                             "already generated)")
 
 
 def _check_generate(cfg: DictConfig) -> None:
@@ -174,19 +172,24 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
         raise FileExistsError(f"output_dir={out_dir} exists; choose another or set overwrite=true")
     alignment = Alignment(cfg.alignment.sample_stride, cfg.alignment.leading_reference_frame)
     clips = discover(cfg.dataset.root, cfg.dataset.generated_dir, cfg.dataset.max_clips)
-    missing = [c.clip_id for c in clips if c.generated is None]
-    if missing:
-        _generated_video(next(c for c in clips if c.clip_id == missing[0]), cfg)  # raises, naming the path
+    for clip in clips:
+        if clip.generated is None:
+            raise _missing_generated(clip, cfg)
     evaluators, skipped, header_extra = build_evaluators(cfg, alignment, pose_tools)
 
     frames_per_clip = {}
     for clip in clips:
-        aligned = align_clip(clip, _generated_video(clip, cfg), alignment)
+        aligned = align_clip(clip, read_video(clip.generated), alignment)
         frames_per_clip[clip.clip_id] = {"generated": len(aligned.generated), "aligned": len(aligned.ground_truth)}
         for evaluator in evaluators:
             evaluator.update(aligned)
 
     results = {e.name: dict(e.results()) for e in evaluators}
+    # a distance needs two samples per side: say so instead of printing a number
+    for name, key, unit in (("fvd", "fvd_clips", "clips"), ("fid", "fid_frames", "frames")):
+        if name in results and name not in results[name]:
+            counts = f"{results[name][key + '_generated']} generated / {results[name][key + '_real']} real {unit}"
+            skipped.append(Skipped(name.upper(), f"not computed: fewer than 2 {unit} on a side ({counts})"))
     details = {e.name: e.details() for e in evaluators}
     header = {
         "commit": commit,

@@ -134,6 +134,7 @@ class PoseEvaluator:
     clip_ids: list[str] = field(default_factory=list)
     target_sources: dict[str, str] = field(default_factory=dict)
     name: str = "pose"
+    _result: tuple | None = field(default=None, repr=False)
 
     def update(self, clip: AlignedClip) -> None:
         h, w = clip.generated.shape[1:3]
@@ -156,10 +157,14 @@ class PoseEvaluator:
         self.clip_ids.extend([clip.clip_id] * len(kp))
 
     def _evaluate(self):
-        scores = np.concatenate(self.pred_scores)
-        tscores = np.concatenate(self.target_scores)
-        return pose_metrics.pose_accuracy(np.concatenate(self.pred), scores > self.score_threshold, scores,
-                                          np.concatenate(self.target), tscores > self.score_threshold)
+        """(summary, per-frame curves) over every frame seen so far, computed once per state."""
+        if self._result is None or self._result[0] != len(self.clip_ids):
+            scores = np.concatenate(self.pred_scores)
+            tscores = np.concatenate(self.target_scores)
+            self._result = (len(self.clip_ids), pose_metrics.pose_accuracy(
+                np.concatenate(self.pred), scores > self.score_threshold, scores,
+                np.concatenate(self.target), tscores > self.score_threshold))
+        return self._result[1]
 
     def results(self) -> Iterator[tuple[str, float]]:
         summary, _ = self._evaluate()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,7 +96,7 @@ def restricted_load(path: str | Path):
         raise WeightFileError(f"weight file {path} does not exist")
     with path.open("rb") as f:
         try:
-            tree = _ArrayUnpickler(io.BufferedReader(f), str(path)).load()
+            tree = _ArrayUnpickler(f, str(path)).load()
         except WeightFileError:
             raise
         except Exception as e:  # truncated or not a pickle at all
