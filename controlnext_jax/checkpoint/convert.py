@@ -9,8 +9,8 @@ there replaces the base value, a key absent keeps it.
 Strictness (beyond the original): every source key is consumed or is in the
 component's deliberately-ignored list, every target parameter is assigned, shapes
 match. The output folder appears only when everything succeeded (written beside it
-under a temporary name, then renamed), and components are converted one at a time so
-peak memory is about one component's parameters.
+under a temporary name, then renamed), and tensors are converted one at a time into
+orbax parts of about 1 GiB, so peak memory stays a few GiB whatever the model size.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from controlnext_jax.checkpoint.store import FORMAT, PIPELINE_FILE, save_params
 from controlnext_jax.checkpoint.torch_files import CheckpointError, StateDictFile, find_weight_file
-from controlnext_jax.checkpoint.torch_layout import param_table, to_flax_layout
+from controlnext_jax.checkpoint.torch_layout import ParamSlot, param_table, to_flax_layout
 from controlnext_jax.models.components import COMPONENTS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -57,41 +58,46 @@ def file_digest(path: Path, chunk: int = 1 << 24) -> str:
     return h.hexdigest()
 
 
-def convert_state_dict(name: str, config, sources: list[tuple[str, StateDictFile]], dtype: str,
-                       report: ComponentReport) -> dict[tuple, np.ndarray]:
-    """Map torch-layout state dicts onto component `name`; later sources override earlier ones."""
+def plan_component(name: str, config, sources: list[tuple[str, StateDictFile]], dtype: str,
+                   report: ComponentReport) -> list[tuple[str, ParamSlot, StateDictFile]]:
+    """Check that torch-layout state dicts fit component `name` (later sources override earlier
+    ones) using only the files' metadata; returns (key, target slot, file to read it from)."""
     component = COMPONENTS[name]
     table = param_table(component.build_abstract(config, param_dtype=jnp.dtype(dtype)))
-    owner: dict[str, tuple[str, StateDictFile]] = {}
+    owner: dict[str, StateDictFile] = {}
     for role, sd in sources:
         unknown = [k for k in sd if k not in table and k not in component.ignored_keys]
         if unknown:
             raise CheckpointError(f"{sd.path}: {len(unknown)} key(s) unknown to the {name} model "
                                   f"({type(config).__name__}), first: {unknown[:5]}")
         for key in sd:
-            if key in table:
-                if key in owner and role == "override":
-                    report.overridden.append(key)
-                owner[key] = (role, sd)
-            elif key not in report.ignored:
-                report.ignored.append(key)
+            if key not in table:
+                if key not in report.ignored:
+                    report.ignored.append(key)
+                continue
+            if key in owner and role == "override":
+                report.overridden.append(key)
+            owner[key] = sd
     missing = [k for k in table if k not in owner]
     if missing:
         files = ", ".join(str(sd.path) for _, sd in sources)
         raise CheckpointError(f"{files}: {len(missing)} {name} parameter(s) missing, first: {missing[:5]}")
-
-    flat: dict[tuple, np.ndarray] = {}
     for key, slot in table.items():
-        role, sd = owner[key]
-        array = sd[key]
-        if tuple(array.shape) != slot.torch_shape:
-            raise CheckpointError(f"{sd.path}: key {key!r} has shape {tuple(array.shape)}, the {name} model "
+        shape = owner[key].shape(key)
+        if shape != slot.torch_shape:
+            raise CheckpointError(f"{owner[key].path}: key {key!r} has shape {shape}, the {name} model "
                                   f"expects {slot.torch_shape}")
-        report.source_dtypes[str(array.dtype)] = report.source_dtypes.get(str(array.dtype), 0) + 1
-        flat[slot.path] = to_flax_layout(np.asarray(array), slot.layout).astype(jnp.dtype(dtype))
-        report.num_params += int(np.prod(slot.shape))
     report.num_keys = len(table)
-    return flat
+    report.num_params = sum(int(np.prod(slot.shape)) for slot in table.values())
+    return [(key, slot, owner[key]) for key, slot in table.items()]
+
+
+def converted_arrays(plan, dtype: str, report: ComponentReport) -> Iterator[tuple[tuple, np.ndarray]]:
+    """Read, transpose and cast one tensor at a time (NNX path, array)."""
+    for key, slot, sd in plan:
+        array = np.asarray(sd[key])
+        report.source_dtypes[str(array.dtype)] = report.source_dtypes.get(str(array.dtype), 0) + 1
+        yield slot.path, to_flax_layout(array, slot.layout).astype(jnp.dtype(dtype), copy=False)
 
 
 def _read_json(path: Path) -> dict:
@@ -138,18 +144,20 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
         "controlnext": [("base", StateDictFile(controlnext))],
     }
 
+    # every component is checked (metadata only) before anything is written
+    order = ("controlnext", "vae", "image_encoder", "unet")
+    reports, plans = {}, {}
+    for name in order:
+        reports[name] = ComponentReport(name, {role: str(sd.path) for role, sd in sources[name]})
+        plans[name] = plan_component(name, parsed[name], sources[name], dtype, reports[name])
+
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        reports = {}
-        for name in ("controlnext", "vae", "image_encoder", "unet"):
+        for name in order:
             start = time.perf_counter()
-            files = {role: str(sd.path) for role, sd in sources[name]}
-            report = ComponentReport(name, files)
-            flat = convert_state_dict(name, parsed[name], sources[name], dtype, report)
-            save_params(tmp / name, flat)
-            del flat
-            reports[name] = report
+            report = reports[name]
+            save_params(tmp / name, converted_arrays(plans[name], dtype, report))
             log(f"[convert] {name}: {report.num_keys} tensors, {report.num_params / 1e6:.1f}M parameters, "
                 f"{len(report.overridden)} overridden, {len(report.ignored)} ignored "
                 f"({time.perf_counter() - start:.1f}s)")

@@ -15,12 +15,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from safetensors.numpy import save_file
 
-from controlnext_jax.checkpoint.store import _lookup, load_component_config, read_pipeline
+from controlnext_jax.checkpoint.store import load_component_config, read_pipeline, stored_params
 from controlnext_jax.checkpoint.torch_layout import param_table, to_torch_layout
 from controlnext_jax.models.components import COMPONENTS
 
@@ -31,14 +30,13 @@ FOLDER_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion
 def component_state_dict(ckpt: str | os.PathLike, name: str, dtype: str | None = None) -> dict[str, np.ndarray]:
     """The stored parameters of one component as a torch-layout state dict (numpy)."""
     meta = read_pipeline(ckpt)
-    config = load_component_config(ckpt, name)
-    table = param_table(COMPONENTS[name].build_abstract(config, param_dtype=meta["param_dtype"]))
-    restored = ocp.StandardCheckpointer().restore((Path(ckpt) / name).absolute())
+    abstract = COMPONENTS[name].build_abstract(load_component_config(ckpt, name), param_dtype=meta["param_dtype"])
+    values = stored_params(ckpt, name, abstract)
     out = {}
-    for key, slot in table.items():
-        array = np.asarray(_lookup(restored, slot.path))
+    for key, slot in param_table(abstract).items():
+        array = np.asarray(values.pop(slot.path))
         if dtype is not None:
-            array = array.astype(jax.numpy.dtype(dtype))
+            array = array.astype(jnp.dtype(dtype))
         out[key] = to_torch_layout(array, slot.layout)
     return out
 

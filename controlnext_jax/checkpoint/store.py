@@ -1,21 +1,24 @@
-"""The converted-checkpoint folder: one orbax checkpoint per component plus `pipeline.json`.
+"""The converted-checkpoint folder: orbax checkpoints per component plus `pipeline.json`.
 
-    <ckpt>/pipeline.json            format tag, parameter dtype, every component's config
-    <ckpt>/<component>/             orbax checkpoint of the component's parameters, nested
-                                    dict keyed by the NNX path (list indices as strings)
+    <ckpt>/pipeline.json             format tag, parameter dtype, every component's config
+    <ckpt>/<component>/parts.json    the part names, in order
+    <ckpt>/<component>/part-NNN/     orbax checkpoint: a nested dict keyed by NNX path
+                                     (list indices as strings), at most ~1 GiB each
     <ckpt>/conversion_report.{json,md}
 
 Parameters are stored by path, not as a pickled graph, so loading builds the model
 abstractly from its config and fills it: no code is executed from the checkpoint.
+Parts bound the memory of writing: orbax holds about 1.5 extra copies of what it saves,
+so saving a 6 GB UNet in one piece would need ~15 GB.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -26,6 +29,7 @@ from controlnext_jax.models.components import COMPONENTS
 
 FORMAT = "controlnext-jax/1"
 PIPELINE_FILE = "pipeline.json"
+PART_BYTES = 1 << 30
 
 
 def nest(flat: dict[tuple, Any]) -> dict:
@@ -39,16 +43,53 @@ def nest(flat: dict[tuple, Any]) -> dict:
     return tree
 
 
-def _lookup(tree: dict, path: tuple) -> Any:
-    for part in path:
-        tree = tree[str(part)]
-    return tree
+def flatten(tree: dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Inverse of `nest`, with every path element a string."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
 
 
-def save_params(folder: Path, flat: dict[tuple, np.ndarray]) -> None:
+def save_params(folder: Path, params: Iterable[tuple[tuple, np.ndarray]], part_bytes: int | None = None) -> None:
+    """Write (path, array) pairs as orbax parts of about `part_bytes` (default PART_BYTES) each."""
+    part_bytes = part_bytes or PART_BYTES
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True)
     checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(Path(folder).absolute(), nest(flat))
-    checkpointer.wait_until_finished()
+    names: list[str] = []
+    part: dict[tuple, np.ndarray] = {}
+    size = 0
+
+    def flush() -> None:
+        nonlocal part, size
+        names.append(f"part-{len(names):03d}")
+        checkpointer.save(folder / names[-1], nest(part))
+        checkpointer.wait_until_finished()
+        part, size = {}, 0
+
+    for path, array in params:
+        part[path] = array
+        size += array.nbytes
+        if size >= part_bytes:
+            flush()
+    if part or not names:
+        flush()
+    (folder / "parts.json").write_text(json.dumps(names))
+
+
+def load_params(folder: Path) -> dict[tuple[str, ...], np.ndarray]:
+    """All stored arrays of one component, keyed by string path."""
+    folder = Path(folder).absolute()
+    names_file = folder / "parts.json"
+    if not names_file.is_file():
+        raise FileNotFoundError(f"{names_file}: missing (incomplete checkpoint folder)")
+    checkpointer = ocp.StandardCheckpointer()
+    values: dict[tuple[str, ...], np.ndarray] = {}
+    for name in json.loads(names_file.read_text()):
+        values.update(flatten(checkpointer.restore(folder / name)))
+    return values
 
 
 def read_pipeline(ckpt: str | Path) -> dict:
@@ -59,6 +100,23 @@ def read_pipeline(ckpt: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     return meta
+
+
+def stored_params(ckpt: str | Path, name: str, abstract: nnx.Module) -> dict[tuple, np.ndarray]:
+    """The stored arrays of component `name`, keyed by the NNX paths of `abstract` (checked complete)."""
+    values = load_params(Path(ckpt) / name)
+    table = param_table(abstract)
+    out = {}
+    for key, slot in table.items():
+        array = values.pop(tuple(map(str, slot.path)), None)
+        if array is None or tuple(array.shape) != slot.shape:
+            found = None if array is None else tuple(array.shape)
+            raise ValueError(f"{Path(ckpt) / name}: parameter {key} has shape {found}, the model expects {slot.shape}")
+        out[slot.path] = array
+    if values:
+        raise ValueError(f"{Path(ckpt) / name}: {len(values)} stored arrays unknown to the model, "
+                         f"first: {['/'.join(p) for p in list(values)[:5]]}")
+    return out
 
 
 def load_component(ckpt: str | Path, name: str, *, param_dtype=None, dtype=None) -> nnx.Module:
@@ -72,14 +130,9 @@ def load_component(ckpt: str | Path, name: str, *, param_dtype=None, dtype=None)
         raise KeyError(f"component {name!r} not in {ckpt} (has {sorted(meta['components'])})")
     component = COMPONENTS[name]
     config = component.config_from_dict(meta["components"][name])
-    stored_dtype = jnp.dtype(meta["param_dtype"])
-    param_dtype = jnp.dtype(param_dtype or stored_dtype)
+    param_dtype = jnp.dtype(param_dtype or meta["param_dtype"])
     abstract = component.build_abstract(config, param_dtype=param_dtype, dtype=dtype)
-    table = param_table(abstract)
-    target = nest({slot.path: jax.ShapeDtypeStruct(slot.shape, stored_dtype) for slot in table.values()})
-    restored = ocp.StandardCheckpointer().restore((Path(ckpt) / name).absolute(), target)
-    return materialize(abstract, {slot.path: _lookup(restored, slot.path) for slot in table.values()},
-                       param_dtype=param_dtype)
+    return materialize(abstract, stored_params(ckpt, name, abstract), param_dtype=param_dtype)
 
 
 def load_component_config(ckpt: str | Path, name: str):

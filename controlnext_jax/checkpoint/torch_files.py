@@ -75,6 +75,7 @@ class StateDictFile(Mapping[str, np.ndarray]):
                 self._loaders[shard_path] = StateDictFile(shard_path)
             self._keys[key] = self._loaders[shard_path]
         self._get = lambda key: self._keys[key][key]
+        self._shape = lambda key: self._keys[key].shape(key)
 
     def _open_safetensors(self, path: Path) -> None:
         from safetensors import SafetensorError, safe_open
@@ -93,6 +94,7 @@ class StateDictFile(Mapping[str, np.ndarray]):
                 raise CheckpointError(f"{path}: cannot read tensor {key!r}: {e}") from e
 
         self._get = get
+        self._shape = lambda key: tuple(handle.get_slice(key).get_shape())
 
     def _open_pickle(self, path: Path) -> None:
         import torch
@@ -117,12 +119,17 @@ class StateDictFile(Mapping[str, np.ndarray]):
             return t.numpy()
 
         self._get = get
+        self._shape = lambda key: tuple(obj[key].shape)
 
     # -- Mapping -------------------------------------------------------------------------------
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._keys:
             raise KeyError(key)
         return self._get(key)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The tensor's shape, read from the file's metadata (no data loaded)."""
+        return self._shape(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import torch
+from flax import nnx
 
 
 def to_nhwc(x: torch.Tensor) -> np.ndarray:
@@ -26,26 +29,32 @@ def rel_err(out, ref) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
+@functools.partial(nnx.jit, static_argnames=("method", "static"))
+def _call(model, *args, method: str = "__call__", static: tuple = ()):
+    """model.method(*args, *static) under jit (one compile instead of op-by-op dispatch)."""
+    return getattr(model, method)(*args, *static)
+
+
 def controlnext_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(64, 48)):
     pose = torch.rand(2, frames, 3, *size, generator=g)
     t = torch.randn(2, generator=g)
     with torch.no_grad():
         expected = ref(pose, t)
-    return np.asarray(ours(jnp.asarray(to_nhwc(pose)), jnp.asarray(t.numpy()))), to_nhwc(expected)
+    return np.asarray(_call(ours, jnp.asarray(to_nhwc(pose)), jnp.asarray(t.numpy()))), to_nhwc(expected)
 
 
 def vae_encode_case(ours, ref, g: torch.Generator, *, frames: int = 2, size=(48, 40)):
     x = torch.rand(frames, 3, *size, generator=g) * 2 - 1
     with torch.no_grad():
         expected = ref.encode(x).latent_dist.mode()
-    return np.asarray(ours.encode_mode(jnp.asarray(to_nhwc(x)))), to_nhwc(expected)
+    return np.asarray(_call(ours, jnp.asarray(to_nhwc(x)), method="encode_mode")), to_nhwc(expected)
 
 
 def vae_decode_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(6, 5)):
     z = torch.randn(frames, ref.config.latent_channels, *size, generator=g)
     with torch.no_grad():
         expected = ref.decode(z, num_frames=frames).sample
-    return np.asarray(ours.decode(jnp.asarray(to_nhwc(z)), frames)), to_nhwc(expected)
+    return np.asarray(_call(ours, jnp.asarray(to_nhwc(z)), method="decode", static=(frames,))), to_nhwc(expected)
 
 
 def clip_case(ours, ref, g: torch.Generator, *, batch: int = 2):
@@ -53,7 +62,7 @@ def clip_case(ours, ref, g: torch.Generator, *, batch: int = 2):
     x = torch.randn(batch, 3, size, size, generator=g)
     with torch.no_grad():
         expected = ref(pixel_values=x).image_embeds
-    return np.asarray(ours(jnp.asarray(to_nhwc(x)))), expected.numpy()
+    return np.asarray(_call(ours, jnp.asarray(to_nhwc(x)))), expected.numpy()
 
 
 def unet_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(8, 6)):
@@ -64,8 +73,8 @@ def unet_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(8, 6)):
     added = torch.tensor([[5.0, 127.0, 0.02]])
     with torch.no_grad():
         expected = ref(sample, t, context, added).sample
-    out = ours(jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
-               jnp.asarray(added.numpy()))
+    out = _call(ours, jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
+                jnp.asarray(added.numpy()))
     return np.asarray(out), to_nhwc(expected)
 
 
