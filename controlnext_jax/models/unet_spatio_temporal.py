@@ -157,7 +157,7 @@ class UNetSpatioTemporalConditionModel(nnx.Module):
                  control_scale: jax.Array | float = 1.0) -> jax.Array:
         """sample (b, f, h, w, in_channels); timestep scalar or (b,) (SVD: 0.25*ln(sigma));
         encoder_hidden_states (b, s, cross_attention_dim); added_time_ids (b, 3) = [fps, motion_bucket_id,
-        noise_aug]; control (b*f, hc, wc, block_out_channels[0]) from ControlNeXt, control_scale scalar or (b,).
+        noise_aug] as the pipeline passes them (diffusers' SVD pipeline: fps - 1); control (b*f, hc, wc, block_out_channels[0]) from ControlNeXt, control_scale scalar or (b,).
         Returns (b, f, h, w, out_channels)."""
         cfg = self.config
         b, f, h, w, _ = sample.shape
