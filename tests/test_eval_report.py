@@ -174,20 +174,20 @@ def test_pose_skipped_without_pose_package(dataset, tmp_path, monkeypatch):
 
 def test_errors_leave_no_output(dataset, tmp_path):
     out = tmp_path / "r"
-    with pytest.raises(NotImplementedError, match="animate pipeline"):
+    with pytest.raises(ValueError, match="animate pipeline"):
         benchmark.run(_cfg(dataset, out, "generate=true"))
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
     (broken / "clip_2" / "ground_truth.mp4").write_bytes(b"not a video")
     with pytest.raises(Exception):
-        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose.enabled=false"))
+        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
     (broken / "clip_1" / "generated.mp4").unlink()
     with pytest.raises(FileNotFoundError, match="clip_1/generated.mp4"):
-        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose.enabled=false"))
+        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
     with pytest.raises(ValueError, match="clip_length"):
-        benchmark.run(_cfg(dataset, out, "fvd.clip_length=4", "pose.enabled=false"))
+        benchmark.run(_cfg(dataset, out, "fvd.clip_length=4", "pose_metrics.enabled=false"))
     with pytest.raises(ValueError, match="overlap"):
-        benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false", "sampling.overlap=12"))
+        benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false", "sampling.overlap=12"))
     assert list(tmp_path.iterdir()) == [broken]  # no output, no temporary folder
     out.mkdir()
     with pytest.raises(FileExistsError, match="overwrite"):
@@ -219,9 +219,10 @@ def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) * 0.1 for i, c in enumerate([64, 192, 384, 256, 256])},
                tmp_path / "alex.pth")
     out = tmp_path / "r"
-    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose.enabled=false",
+    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false",
                        f"frames.fid_extractor={tmp_path / 'inception.pt'}",
-                       f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}", f"frames.lpips_linear={tmp_path / 'alex.pth'}"))
+                       f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}",
+                       f"frames.lpips_linear={tmp_path / 'alex.pth'}"))
     report = json.loads((out / "report.json").read_text())
     fid = report["results"]["fid"]
     assert fid["fid_frames_generated"] == fid["fid_frames_real"] == 3 * (N_GEN - 1)
@@ -230,14 +231,14 @@ def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     assert len(report["details"]["lpips"]["per_clip"]["clip_0"]) == N_GEN - 1
     assert not {"FID", "LPIPS"} & {s["metric"] for s in report["skipped"]}
     with pytest.raises(ValueError, match="frames.lpips_linear: required"):
-        benchmark.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose.enabled=false",
+        benchmark.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose_metrics.enabled=false",
                            f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}"))
 
 
 def test_fvd_without_enough_clips_is_reported_not_computed(dataset, tmp_path):
     out = tmp_path / "r"
     # 29 aligned frames per clip: no 40-frame clip fits, so there is no FVD to give
-    benchmark.run(_cfg(dataset, out, "fvd.clip_length=40", "pose.enabled=false"))
+    benchmark.run(_cfg(dataset, out, "fvd.clip_length=40", "pose_metrics.enabled=false"))
     report = json.loads((out / "report.json").read_text())
     assert "fvd" not in report["results"]["fvd"] and report["results"]["fvd"]["fvd_clips_generated"] == 0
     skipped = {s["metric"]: s["reason"] for s in report["skipped"]}

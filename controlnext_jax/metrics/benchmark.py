@@ -49,12 +49,12 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
 
     pose_video = importlib.import_module("controlnext_jax.pose.video")
     try:
-        detector = instantiate(cfg.pose.detector)
+        detector = instantiate(cfg.pose)
     except Exception as e:  # hydra wraps the detector's own ImportError / FileNotFoundError
         cause = e.__cause__ or e
         if isinstance(cause, ImportError):
-            raise ImportError(f"pose.detector {cfg.pose.detector.get('_target_')}: {cause}") from e
-        raise ValueError(f"pose.detector: cannot build {cfg.pose.detector.get('_target_')}: {cause}") from e
+            raise ImportError(f"pose detector {cfg.pose.get('_target_')}: {cause}") from e
+        raise ValueError(f"pose: cannot build the detector {cfg.pose.get('_target_')}: {cause}") from e
 
     def detect_body(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _body(detector.detect(frame))
@@ -65,10 +65,11 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
         try:
             sequence = pose_video.extract_pose_sequence(
                 detector, pose_video.load_image(str(clip.files.reference)), str(clip.files.driving), height=h,
-                width=w, max_frame_num=n + 1, sample_stride=alignment.sample_stride, align=cfg.pose.align,
+                width=w, max_frame_num=n + 1, sample_stride=alignment.sample_stride, align=cfg.pose_metrics.align,
                 progress=False)
         except ValueError as e:  # e.g. no person in the reference: the pipeline could not have run either
-            raise ValueError(f"clip {clip.clip_id}: driving poses (pose.align={cfg.pose.align}): {e}") from e
+            raise ValueError(f"clip {clip.clip_id}: driving poses (pose_metrics.align="
+                             f"{cfg.pose_metrics.align}): {e}") from e
         bodies = [_body(p) for p in sequence.poses[1: n + 1]]
         return np.stack([k for k, _ in bodies]), np.stack([s for _, s in bodies])
 
@@ -84,7 +85,7 @@ def _missing_generated(clip: ClipFiles, cfg: DictConfig) -> FileNotFoundError:
 
 def _check_generate(cfg: DictConfig) -> None:
     if cfg.generate:
-        raise NotImplementedError(
+        raise ValueError(
             "generate=true needs the animate pipeline, which this checkout does not have yet; generate the "
             "videos elsewhere, put them at <clip>/generated.mp4 or <dataset.generated_dir>/<clip_id>.mp4 and run "
             "with generate=false")
@@ -138,18 +139,18 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
         skipped.append(Skipped("FID", "not computed: no feature extractor given (frames.fid_extractor, e.g. the "
                                       "TorchScript inception-2015-12-05.pt); this version has no Inception-v3 "
                                       "of its own; no number is reported"))
-    if not cfg.pose.enabled:
-        skipped.append(Skipped("pose accuracy", "disabled (pose.enabled=false)"))
+    if not cfg.pose_metrics.enabled:
+        skipped.append(Skipped("pose accuracy", "disabled (pose_metrics.enabled=false)"))
     else:
-        if not 0.0 <= cfg.pose.score_threshold < 1.0:
-            raise ValueError(f"pose.score_threshold={cfg.pose.score_threshold}: must be in [0, 1)")
+        if not 0.0 <= cfg.pose_metrics.score_threshold < 1.0:
+            raise ValueError(f"pose_metrics.score_threshold={cfg.pose_metrics.score_threshold}: must be in [0, 1)")
         if pose_tools is None:
             try:
                 pose_tools = pose_tools_from_package(cfg, alignment)
             except ImportError as e:
                 skipped.append(Skipped("pose accuracy", f"skipped: the pose detector is not available ({e})"))
         if pose_tools is not None:
-            evaluators.append(PoseEvaluator(*pose_tools, score_threshold=cfg.pose.score_threshold))
+            evaluators.append(PoseEvaluator(*pose_tools, score_threshold=cfg.pose_metrics.score_threshold))
     if cfg.seams.enabled:
         evaluators.append(SeamEvaluator(cfg.sampling.batch_frames, cfg.sampling.overlap,
                                         int(cfg.alignment.leading_reference_frame), cfg.seams.radius))
@@ -212,7 +213,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
 
     with atomic_output(out_dir, cfg.overwrite) as tmp:
         written = _plots(evaluators, cfg, tmp)
-        header["runtime_s"] = round(time.time() - start, 1)
+        header["runtime"] = f"{time.time() - start:.1f} s"
         write_report(tmp, header, results, skipped, details, written)
     return out_dir
 

@@ -3,7 +3,8 @@
 Each denoising step runs the UNet on windows of `batch_frames` frames that overlap by
 `overlap` frames: starts `range(0, num_frames - overlap, batch_frames - overlap)`, a start
 past `num_frames - batch_frames` clamped to it (so the last window ends at the last frame);
-`batch_frames` is first clamped to `num_frames` (then one window covers everything). Shared by the sampler and the seam metric.
+`batch_frames` is first clamped to `num_frames` (then one window covers everything).
+Shared by the sampler and the seam metric.
 """
 
 from __future__ import annotations
