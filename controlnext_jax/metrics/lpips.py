@@ -13,13 +13,14 @@ or `vgg16-397923af.pth`: `features.<i>.weight/bias`) and the package's linear he
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from controlnext_jax.checkpoint.torch_files import StateDictFile
 
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -73,19 +74,11 @@ class LPIPS(nnx.Module):
         return total
 
 
-def _torch_state_dict(path: str | Path, what: str) -> dict[str, np.ndarray]:
-    import torch  # optional dependency: only LPIPS weights need it
-
+def _torch_state_dict(path: str | Path, what: str) -> StateDictFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: file {path} does not exist")
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{what}: torch.load(weights_only=True) refused or failed on {path}: {e}") from e
-    if not isinstance(sd, Mapping):
-        raise ValueError(f"{what}: {path} is not a state dict")
-    return {k: v.detach().float().numpy() for k, v in sd.items() if hasattr(v, "detach")}
+    return StateDictFile(path)  # torch.load(weights_only=True), or safetensors
 
 
 def load_lpips(net: str, backbone: str | Path, linear: str | Path) -> LPIPS:
@@ -99,6 +92,7 @@ def load_lpips(net: str, backbone: str | Path, linear: str | Path) -> LPIPS:
         expected = (target[3], target[2], target[0], target[1]) if len(target) == 4 else target
         if array.shape != expected:
             raise ValueError(f"{where}: {key} has shape {array.shape}, expected {expected}")
+        array = np.asarray(array, np.float32)
         var.set_value(jnp.asarray(np.transpose(array, (2, 3, 1, 0)) if array.ndim == 4 else array))
 
     for key, conv in model.features.items():
