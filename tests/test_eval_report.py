@@ -244,3 +244,28 @@ def test_fvd_without_enough_clips_is_reported_not_computed(dataset, tmp_path):
     skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
     assert skipped["FVD"].startswith("not computed: fewer than 2 clips on a side (0 generated / 0 real")
     assert "**FVD =" not in (out / "report.md").read_text()
+
+
+def test_fvd_evaluator_fills_batches_across_videos():
+    """Clips queue across videos: 3 videos x (1 generated + 1 real) clips at batch 4 are two
+    I3D calls (4 + 2 clips), each side's embeddings kept in order."""
+    from controlnext_jax.metrics.dataset import AlignedClip
+    from controlnext_jax.metrics.evaluators import FVDEvaluator
+    from controlnext_jax.metrics.fvd import ClipSampling
+
+    class CountingEmbedder:
+        batch_size = 4
+        calls: list[int] = []
+
+        def __call__(self, clips):
+            self.calls.append(len(clips))
+            return [np.array([c[0, 0, 0, 0]], np.float64) for c in clips]
+
+    embedder = CountingEmbedder()
+    evaluator = FVDEvaluator(embedder, ClipSampling(clip_length=9, max_clips=1))
+    for i in range(3):
+        gen = np.full((10, 4, 4, 3), 10 + i, np.uint8)
+        evaluator.update(AlignedClip(f"c{i}", None, gen, gen, np.full_like(gen, 100 + i), np.arange(10), None))
+    dict(evaluator.results())
+    assert embedder.calls == [4, 2]
+    assert [e[0] for e in evaluator.generated] == [10, 11, 12] and [e[0] for e in evaluator.real] == [100, 101, 102]

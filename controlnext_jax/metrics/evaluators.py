@@ -26,18 +26,36 @@ BodyDetector = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 @dataclass
 class FVDEvaluator:
+    """FVD between the same clips of the generated and the ground-truth videos.
+
+    Clips of both sides queue up across videos and go to the I3D in full batches (a video
+    often gives a single clip; embedding per video would pad every batch)."""
+
     embedder: I3DEmbedder
     sampling: ClipSampling
     generated: list[np.ndarray] = field(default_factory=list)
     real: list[np.ndarray] = field(default_factory=list)
+    _queue: list[tuple[bool, np.ndarray]] = field(default_factory=list, repr=False)  # (is_generated, clip)
     name: str = "fvd"
+
+    def _flush(self, everything: bool) -> None:
+        size = self.embedder.batch_size
+        while len(self._queue) >= size or (everything and self._queue):
+            batch, self._queue = self._queue[:size], self._queue[size:]
+            for (is_generated, _), embedding in zip(batch, self.embedder([clip for _, clip in batch])):
+                (self.generated if is_generated else self.real).append(embedding)
 
     def update(self, clip: AlignedClip) -> None:
         # same clips of the generated and the ground-truth videos, at the same frame rate
-        self.generated.extend(self.embedder.embed_iter(self.sampling.clips(clip.generated_aligned)))
-        self.real.extend(self.embedder.embed_iter(self.sampling.clips(clip.ground_truth)))
+        clips = [(True, c) for c in self.sampling.clips(clip.generated_aligned)]
+        clips += [(False, c) for c in self.sampling.clips(clip.ground_truth)]
+        if clips and self._queue and self._queue[0][1].shape != clips[0][1].shape:
+            self._flush(everything=True)  # a batch holds one clip shape
+        self._queue.extend((side, np.ascontiguousarray(c)) for side, c in clips)  # copies: the video can go
+        self._flush(everything=False)
 
     def results(self) -> Iterator[tuple[str, float]]:
+        self._flush(everything=True)
         yield "fvd_clips_generated", len(self.generated)
         yield "fvd_clips_real", len(self.real)
         if min(len(self.generated), len(self.real)) >= 2:
