@@ -196,7 +196,8 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
         "commit": commit,
         "command": command or "(library call)",
         "checkpoint": ("n/a: videos already generated (generate=false); generated video sha256 in report.json"),
-        "seed": cfg.seed,
+        "seed": (cfg.seed if cfg.generate else f"{cfg.seed} (recorded; the videos were generated before this run, "
+                 "their own seeds are not known to it)"),
         "dataset": f"{Path(cfg.dataset.root).resolve()} ({len(clips)} clips: {', '.join(c.clip_id for c in clips)})",
         "frames compared": sum(v["aligned"] for v in frames_per_clip.values()),
         "alignment": (f"generated frame {alignment.first} + j <-> ground-truth frame j * {alignment.sample_stride}"
