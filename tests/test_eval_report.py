@@ -199,6 +199,9 @@ def test_cli_reports_errors_cleanly(dataset, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "eval.evaluate", f"dataset.root={dataset}", f"output_dir={out}",
                            "generate=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "animate pipeline" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "eval.evaluate", f"output_dir={out}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "dataset.root: required" in proc.stderr
     assert not out.exists() and not list(REPO.glob("outputs"))
 
 

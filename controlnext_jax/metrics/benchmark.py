@@ -165,8 +165,11 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     `command` is recorded in the header."""
     start = time.time()
     commit = git_commit(REPO_ROOT)  # before JAX starts its threads (git runs in a subprocess)
-    if cfg.output_dir in (None, "???") or OmegaConf.is_missing(cfg, "output_dir"):
+    if OmegaConf.is_missing(cfg, "output_dir") or not cfg.output_dir:
         raise ValueError("output_dir: required (where report.md, report.json and the plots go)")
+    if OmegaConf.is_missing(cfg.dataset, "root") or not cfg.dataset.root:
+        raise ValueError("dataset.root: required (the benchmark folder: <root>/<clip_id>/reference.png, "
+                         "driving.mp4, ground_truth.mp4)")
     _check_generate(cfg)
     out_dir = Path(cfg.output_dir)
     if out_dir.exists() and not cfg.overwrite:
