@@ -6,13 +6,16 @@ import functools
 import sys
 from pathlib import Path
 
+from omegaconf.errors import MissingMandatoryValue
+
 # Absolute path of the Hydra config tree (the repo's `configs/`; the package is installed
 # editable). Hydra resolves a relative config_path against the *package* of the entry
 # point, which fails for the top-level `convert`/`eval`/`train` packages.
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 # Errors that mean "the user's input is wrong": reported as one clear line, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+# MissingMandatoryValue: a required key (`???` in the config) was not given on the command line.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, MissingMandatoryValue)
 
 
 def user_errors(prog: str):

@@ -17,6 +17,7 @@ from transformers import CLIPVisionModelWithProjection as TorchCLIPVision
 
 from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
+from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
 
@@ -31,7 +32,7 @@ def _torch_model(cfg: CLIPVisionConfig) -> TorchCLIPVision:
 def test_image_embeds_match_transformers(act, other):
     cfg = CLIPVisionConfig.from_dict({**CLIPVisionConfig.tiny().to_dict(), "hidden_act": act})
     tm = randomize_(_torch_model(cfg), seed=7)
-    ours = CLIPVisionModelWithProjection(cfg, rngs=nnx.Rngs(0))
+    ours = abstract_model(CLIPVisionModelWithProjection, cfg)
     copy_torch_weights(ours, tm)
     x = torch.randn(3, 3, cfg.image_size, cfg.image_size) * 2
     with torch.no_grad():
@@ -67,7 +68,7 @@ def test_config_from_dict_forms():
 def test_full_size_svd_image_encoder_maps():
     svd = yaml.safe_load(SVD_CONFIG.read_text())["image_encoder"]
     cfg = CLIPVisionConfig.from_dict(svd)
-    abstract = nnx.eval_shape(lambda: CLIPVisionModelWithProjection(cfg, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(CLIPVisionModelWithProjection, cfg)
     table = param_table(abstract)
     with torch.device("meta"):
         tm = TorchCLIPVision(TorchCLIPVisionConfig(**svd))

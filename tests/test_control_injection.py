@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from controlnext_jax.models.control_injection import adaptive_avg_pool2d, frame_stats, inject_control
+from controlnext_jax.testing.torch_controlnext import torch_inject_control
 from tests.parity import TOL, nchw_to_nhwc, rel_err
 
 
@@ -30,19 +31,10 @@ def test_unbiased_std_matches_torch():
     assert not np.allclose(np.asarray(std).ravel(), x.std(dim=(1, 2, 3), unbiased=False).numpy(), rtol=1e-3)
 
 
-def torch_inject(x: torch.Tensor, c: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The original's arithmetic (NCHW), written from its description."""
-    mx, sx = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
-    mc, sc = c.mean(dim=(1, 2, 3), keepdim=True), c.std(dim=(1, 2, 3), keepdim=True)
-    c = (c - mc) * (sx / (sc + 1e-5)) + mx
-    c = F.adaptive_avg_pool2d(c, x.shape[-2:])
-    return x + c * scale * 0.2
-
-
 def test_inject_control_matches_torch_with_per_sample_scale():
     x, c = torch.randn(4, 32, 8, 6) * 3 + 0.5, torch.randn(4, 32, 15, 11) * 0.1 - 2
     scale = torch.tensor([0.0, 0.0, 1.0, 0.7])[:, None, None, None]
-    ref = torch_inject(x, c, scale)
+    ref = torch_inject_control(x, c, scale)
     out = inject_control(jnp.asarray(nchw_to_nhwc(x)), jnp.asarray(nchw_to_nhwc(c)), jnp.asarray(scale.ravel()))
     assert rel_err(out, nchw_to_nhwc(ref)) < TOL
     # scale 0 leaves the activation untouched; scale 1 changes it

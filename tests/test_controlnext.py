@@ -14,6 +14,7 @@ from flax import nnx
 from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.controlnext import ControlNeXtConfig, ControlNeXtSDVModel
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
+from controlnext_jax.models.components import abstract_model
 from controlnext_jax.testing.torch_controlnext import TorchControlNeXt
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
@@ -29,7 +30,7 @@ _run = nnx.jit(lambda m, pose, t: m(pose, t))
 
 def _from_torch(cfg: ControlNeXtConfig, tm: torch.nn.Module, **kw) -> ControlNeXtSDVModel:
     # built abstractly (eager random init is slow on CPU); the strict copy then fills every parameter
-    ours = nnx.eval_shape(lambda: ControlNeXtSDVModel(cfg, rngs=nnx.Rngs(0), **kw))
+    ours = abstract_model(ControlNeXtSDVModel, cfg, **kw)
     copy_torch_weights(ours, tm)
     return ours
 
@@ -76,7 +77,7 @@ def test_scalar_timestep_and_frame_order():
 @pytest.mark.parametrize("stem_padding,hw", [(0, (127, 71)), (1, (128, 72))])
 def test_output_size_at_1024x576(stem_padding, hw):
     cfg = ControlNeXtConfig.from_dict({**_release_config(), "stem_padding": stem_padding})
-    model = nnx.eval_shape(lambda: ControlNeXtSDVModel(cfg, rngs=nnx.Rngs(0)))
+    model = abstract_model(ControlNeXtSDVModel, cfg)
     pose = jax.ShapeDtypeStruct((1, 2, 1024, 576, 3), jnp.float32)
     out = nnx.eval_shape(lambda m, p: m(p, jnp.float32(1.0)), model, pose)
     assert out.shape == (2, *hw, 320)
@@ -88,7 +89,7 @@ def test_output_size_at_1024x576(stem_padding, hw):
 
 def test_full_size_parameter_table_matches_torch():
     cfg = ControlNeXtConfig.from_dict(_release_config())
-    model = nnx.eval_shape(lambda: ControlNeXtSDVModel(cfg, rngs=nnx.Rngs(0)))
+    model = abstract_model(ControlNeXtSDVModel, cfg)
     table = param_table(model)
     with torch.device("meta"):
         tm = TorchControlNeXt(**cfg.to_dict())

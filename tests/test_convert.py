@@ -78,7 +78,7 @@ def test_report_accounts_for_every_key(sources, converted):
 
 @pytest.mark.parametrize("case,kwargs", [
     ("controlnext", {}), ("vae.encode", {}), ("vae.decode", {"frames": 1}), ("vae.decode", {"frames": 3}),
-    ("vae.decode", {"frames": 4}), ("image_encoder", {}), ("unet", {}),
+    ("vae.decode", {"frames": 4}), ("image_encoder", {}), ("unet", {}), ("unet+control", {}),
 ])
 def test_converted_component_matches_torch(sources, converted, case, kwargs):
     """Loaded through the real checkpoint loader; the UNet reference has unet.bin applied."""

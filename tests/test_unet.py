@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 from diffusers.models.transformers.transformer_temporal import \
     TransformerSpatioTemporalModel as TorchTransformerSpatioTemporal
@@ -18,6 +17,8 @@ from flax import nnx
 from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 from controlnext_jax.models.unet_spatio_temporal import UNetConfig, UNetSpatioTemporalConditionModel
+from controlnext_jax.models.components import abstract_model
+from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
@@ -39,7 +40,7 @@ def pair():
     """diffusers' UNet with random weights and ours holding the same weights (built abstractly, then
     filled: eager NNX initialisation of a UNet costs tens of seconds on CPU)."""
     torch_unet = randomize_(TorchUNet.from_config(COVER.to_dict()), seed=1)
-    ours = nnx.eval_shape(lambda: UNetSpatioTemporalConditionModel(COVER, rngs=nnx.Rngs(0)))
+    ours = abstract_model(UNetSpatioTemporalConditionModel, COVER)
     copy_torch_weights(ours, torch_unet)
     return torch_unet, ours
 
@@ -67,7 +68,7 @@ def run_jit(model, sample, t, context, ids, control=None, scale=1.0):
 
 def test_transformer_spatio_temporal_matches_diffusers():
     tm = randomize_(TorchTransformerSpatioTemporal(2, 16, in_channels=32, num_layers=2, cross_attention_dim=24), 3)
-    ours = TransformerSpatioTemporalModel(2, 16, 32, num_layers=2, cross_attention_dim=24, rngs=nnx.Rngs(0))
+    ours = abstract_model(TransformerSpatioTemporalModel, 2, 16, 32, num_layers=2, cross_attention_dim=24)
     copy_torch_weights(ours, tm)
     b, f = 2, 3
     x = torch.randn(b * f, 32, 5, 4)
@@ -89,21 +90,6 @@ def test_unet_without_control_matches_diffusers(pair):
     assert rel_err(out, nchw_to_nhwc(ref)) < TOL
 
 
-def torch_unet_with_control(unet: TorchUNet, control: torch.Tensor, scale: torch.Tensor):
-    """diffusers' UNet whose down block 0 output gets the ControlNeXt injection as the original
-    forward applies it: after the block's residuals are stored (they stay control-free), the
-    control is renormalised per frame to the activation (unbiased std, +1e-5), adaptive-average
-    pooled to its size and added with weight scale*0.2. Returns the hook handle."""
-    def hook(module, args, output):
-        sample, residuals = output
-        mx, sx = sample.mean(dim=(1, 2, 3), keepdim=True), sample.std(dim=(1, 2, 3), keepdim=True)
-        mc, sc = control.mean(dim=(1, 2, 3), keepdim=True), control.std(dim=(1, 2, 3), keepdim=True)
-        c = (control - mc) * (sx / (sc + 1e-5)) + mx
-        c = F.adaptive_avg_pool2d(c, sample.shape[-2:])
-        return sample + c * scale * 0.2, residuals
-    return unet.down_blocks[0].register_forward_hook(hook)
-
-
 def test_unet_with_control_matches_original_injection(pair):
     torch_unet, ours = pair
     sample, context, ids = inputs(COVER, tokens=1, seed=12)
@@ -111,7 +97,7 @@ def test_unet_with_control_matches_original_injection(pair):
     control = torch.randn(B * F_, COVER.block_out_channels[0], 11, 9) * 0.5 + 0.3
     scales = np.array([0.0, 1.5], np.float32)  # CFG batch: the uncond half gets no control
     t = 0.25 * np.log(7.3)
-    handle = torch_unet_with_control(torch_unet, control,
+    handle = hook_control_into_unet(torch_unet, control,
                                      torch.from_numpy(np.repeat(scales, F_))[:, None, None, None])
     try:
         with torch.no_grad():
@@ -137,12 +123,12 @@ def checkpoint_count(model, *args) -> int:
 def test_remat_tiny_unet_matches_original_injection():
     cfg = UNetConfig.tiny()
     torch_unet = randomize_(TorchUNet.from_config(cfg.to_dict()), seed=4)
-    ours = nnx.eval_shape(lambda: UNetSpatioTemporalConditionModel(cfg, remat=True, rngs=nnx.Rngs(0)))
+    ours = abstract_model(UNetSpatioTemporalConditionModel, cfg, remat=True)
     copy_torch_weights(ours, torch_unet)
     g = torch.Generator().manual_seed(13)
     sample, context = torch.randn(1, 2, cfg.in_channels, 4, 6, generator=g), torch.randn(1, 1, 32, generator=g)
     ids, control = torch.tensor([[6.0, 127.0, 0.02]]), torch.randn(2, 32, 3, 5, generator=g)
-    handle = torch_unet_with_control(torch_unet, control, torch.tensor(1.0))
+    handle = hook_control_into_unet(torch_unet, control, torch.tensor(1.0))
     try:
         with torch.no_grad():
             ref = torch_unet(sample, torch.tensor(-0.7), context, ids).sample
@@ -163,7 +149,7 @@ def svd_xt():
     """The full-size UNet, ours abstract (nnx.eval_shape) and diffusers' on the meta device: no weights."""
     d = yaml.safe_load(SVD_XT.read_text())["unet"]
     cfg = UNetConfig.from_dict(d)
-    abstract = nnx.eval_shape(lambda: UNetSpatioTemporalConditionModel(cfg, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(UNetSpatioTemporalConditionModel, cfg)
     with torch.device("meta"):
         torch_unet = TorchUNet.from_config(d)
     return torch_unet, abstract

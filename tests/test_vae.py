@@ -14,6 +14,7 @@ from diffusers.models.resnet import AlphaBlender as TorchAlphaBlender
 from flax import nnx
 
 from controlnext_jax.checkpoint.torch_layout import param_table
+from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.vae_temporal import AutoencoderKLTemporalDecoder, VAEConfig
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
 
@@ -24,7 +25,7 @@ def _pair(config: VAEConfig, seed: int = 0):
     """diffusers model with random weights and ours loaded from it. The strict copy assigns
     every parameter, so ours is built abstractly (eager random init costs tens of seconds on CPU)."""
     tm = randomize_(TorchVAE.from_config(config.to_dict()), seed=seed)
-    ours = nnx.eval_shape(lambda: AutoencoderKLTemporalDecoder(config, rngs=nnx.Rngs(0)))
+    ours = abstract_model(AutoencoderKLTemporalDecoder, config)
     copy_torch_weights(ours, tm)
     return ours, tm
 
@@ -131,7 +132,7 @@ def test_config_round_trip_and_validation():
 def test_full_size_config_maps_every_key():
     d = yaml.safe_load(SVD_XT.read_text())["vae"]
     cfg = VAEConfig.from_dict(d)
-    abstract = nnx.eval_shape(lambda: AutoencoderKLTemporalDecoder(cfg, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(AutoencoderKLTemporalDecoder, cfg)
     table = param_table(abstract)
     with torch.device("meta"):
         tm = TorchVAE.from_config(d)

@@ -78,10 +78,35 @@ def unet_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(8, 6)):
     return np.asarray(out), to_nhwc(expected)
 
 
+def unet_control_case(ours, ref, g: torch.Generator, *, frames: int = 3, size=(8, 6), scales=(0.0, 1.5)):
+    """A CFG-style batch of two videos, the first with control scale 0; the control map is
+    (2h' - 1, 2w' - 1) against down block 0's (h', w') output, as at 1024x576 (127x71 vs 64x36)."""
+    from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
+
+    cfg = ref.config
+    b = len(scales)
+    sample = torch.randn(b, frames, cfg.in_channels, *size, generator=g)
+    t = torch.randn(1, generator=g).expand(b)
+    context = torch.randn(b, 1, cfg.cross_attention_dim, generator=g)
+    added = torch.tensor([[5.0, 127.0, 0.02]]).expand(b, 3)
+    control = torch.randn(b * frames, cfg.block_out_channels[0], size[0] - 1, size[1] - 1, generator=g)
+    scale = torch.tensor(scales, dtype=torch.float32).repeat_interleave(frames)[:, None, None, None]
+    handle = hook_control_into_unet(ref, control, scale)
+    try:
+        with torch.no_grad():
+            expected = ref(sample, t, context, added).sample
+    finally:
+        handle.remove()
+    out = _call(ours, jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
+                jnp.asarray(added.numpy()), jnp.asarray(to_nhwc(control)), jnp.asarray(scales, jnp.float32))
+    return np.asarray(out), to_nhwc(expected)
+
+
 CASES: dict[str, tuple[str, Callable]] = {
     "controlnext": ("controlnext", controlnext_case),
     "vae.encode": ("vae", vae_encode_case),
     "vae.decode": ("vae", vae_decode_case),
     "image_encoder": ("image_encoder", clip_case),
     "unet": ("unet", unet_case),
+    "unet+control": ("unet", unet_control_case),
 }

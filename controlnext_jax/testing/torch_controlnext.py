@@ -50,3 +50,26 @@ class TorchControlNeXt(nn.Module):
             x = down(res(x, emb))
         x = self.mid_convs[0](x) + x
         return self.mid_convs[1](x)
+
+
+def torch_inject_control(x: torch.Tensor, control: torch.Tensor, scale) -> torch.Tensor:
+    """The original's injection arithmetic on NCHW tensors, written from its description:
+    control renormalised per frame to x (mean/std over C, H, W; torch's unbiased std; +1e-5),
+    adaptive-average pooled to x's size, added with weight scale * 0.2."""
+    mx, sx = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
+    mc, sc = control.mean(dim=(1, 2, 3), keepdim=True), control.std(dim=(1, 2, 3), keepdim=True)
+    c = (control - mc) * (sx / (sc + 1e-5)) + mx
+    c = torch.nn.functional.adaptive_avg_pool2d(c, x.shape[-2:])
+    return x + c * scale * 0.2
+
+
+def hook_control_into_unet(unet: nn.Module, control: torch.Tensor, scale):
+    """Make diffusers' UNetSpatioTemporalConditionModel behave like the original ControlNeXt UNet:
+    down block 0's output gets the injection after its residuals were stored (the skips stay
+    control-free). `scale` broadcasts against (b*f, 1, 1, 1). Returns the hook handle (`.remove()`)."""
+
+    def hook(module, args, output):
+        sample, residuals = output
+        return torch_inject_control(sample, control, scale), residuals
+
+    return unet.down_blocks[0].register_forward_hook(hook)
