@@ -20,8 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from controlnext_jax.testing.torch_checkpoints import (model_configs, torch_models, write_controlnext_file,
-                                                       write_svd_folder)
+from controlnext_jax.testing.torch_checkpoints import (
+    model_configs,
+    torch_models,
+    write_controlnext_file,
+    write_svd_folder,
+)
 
 
 def anon_gib(pid: int) -> float:

@@ -21,8 +21,7 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from controlnext_jax.pose.video import (extract_pose_sequence, load_image, write_json,
-                                        write_video)
+from controlnext_jax.pose.video import extract_pose_sequence, load_image, write_json, write_video
 
 
 def run(cfg: DictConfig) -> tuple[str, str]:

@@ -21,8 +21,13 @@ from controlnext_jax.checkpoint.convert import convert_checkpoint
 from controlnext_jax.checkpoint.store import load_component
 from controlnext_jax.cli import CONFIG_DIR, user_errors
 from controlnext_jax.testing.parity_cases import CASES, rel_err
-from controlnext_jax.testing.torch_checkpoints import (torch_models, with_scheduler, write_controlnext_file,
-                                                       write_svd_folder, write_unet_override)
+from controlnext_jax.testing.torch_checkpoints import (
+    torch_models,
+    with_scheduler,
+    write_controlnext_file,
+    write_svd_folder,
+    write_unet_override,
+)
 
 
 def selfcheck(configs: dict, workdir: Path, *, seed: int, tolerance: float) -> bool:
@@ -35,7 +40,7 @@ def selfcheck(configs: dict, workdir: Path, *, seed: int, tolerance: float) -> b
     print(f"[selfcheck] wrote random-weight PyTorch checkpoints to {workdir} ({time.perf_counter() - t0:.1f}s)")
     convert_checkpoint(workdir / "svd", workdir / "controlnet.bin", workdir / "converted", unet=workdir / "unet.bin",
                        controlnext_config=configs["controlnext"], overwrite=True)
-    print(f"\n| component | output shape | rel. error vs PyTorch | JAX time (s, incl. compile) | verdict |")
+    print("\n| component | output shape | rel. error vs PyTorch | JAX time (s, incl. compile) | verdict |")
     print("|---|---|---:|---:|---|")
     ok = True
     g = torch.Generator().manual_seed(seed)

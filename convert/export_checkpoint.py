@@ -5,8 +5,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from controlnext_jax.cli import CONFIG_DIR, user_errors
 from controlnext_jax.checkpoint.export import export_checkpoint
+from controlnext_jax.cli import CONFIG_DIR, user_errors
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="export")

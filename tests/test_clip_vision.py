@@ -17,8 +17,8 @@ from transformers import CLIPVisionModelWithProjection as TorchCLIPVision
 
 from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
-from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+from controlnext_jax.models.components import abstract_model
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
 
 SVD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"

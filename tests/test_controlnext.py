@@ -12,10 +12,10 @@ import yaml
 from flax import nnx
 
 from controlnext_jax.checkpoint.torch_layout import param_table
-from controlnext_jax.models.controlnext import ControlNeXtConfig, ControlNeXtSDVModel
-from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
 from controlnext_jax.models.components import abstract_model
+from controlnext_jax.models.controlnext import ControlNeXtConfig, ControlNeXtSDVModel
 from controlnext_jax.testing.torch_controlnext import TorchControlNeXt
+from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
 RELEASE = Path("/work/ref/ControlNeXt/ControlNeXt-SVD-v2/models/controlnext_vid_svd.py")

@@ -24,9 +24,14 @@ from controlnext_jax.checkpoint import store
 from controlnext_jax.checkpoint.convert import convert_checkpoint
 from controlnext_jax.checkpoint.store import load_component
 from controlnext_jax.checkpoint.torch_files import CheckpointError
-from controlnext_jax.testing.torch_checkpoints import (model_configs, torch_models, write_controlnext_file,
-                                                       write_svd_folder, write_unet_override)
 from controlnext_jax.testing.parity_cases import CASES, rel_err
+from controlnext_jax.testing.torch_checkpoints import (
+    model_configs,
+    torch_models,
+    write_controlnext_file,
+    write_svd_folder,
+    write_unet_override,
+)
 from tests.parity import TOL
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,6 @@ import time
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from controlnext_jax.metrics import i3d_weights
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder, _bilinear_taps, fvd, preprocess

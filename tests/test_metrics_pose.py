@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from controlnext_jax.metrics.pose_metrics import (
-    OKS_THRESHOLDS, OPENPOSE18, OPENPOSE18_SIGMAS, average_precision, oks, pose_accuracy)
+    OKS_THRESHOLDS,
+    OPENPOSE18,
+    OPENPOSE18_SIGMAS,
+    average_precision,
+    oks,
+    pose_accuracy,
+)
 
 
 def _targets(n=5, seed=0):

@@ -8,7 +8,11 @@ import pytest
 skimage_data = pytest.importorskip("skimage.data")
 
 from controlnext_jax.pose.mediapipe_holistic import (  # noqa: E402
-    BLAZEPOSE_FOR_OPENPOSE_BODY, FACE_MESH_FOR_300W, MediaPipeHolisticDetector, holistic_to_pose)
+    BLAZEPOSE_FOR_OPENPOSE_BODY,
+    FACE_MESH_FOR_300W,
+    MediaPipeHolisticDetector,
+    holistic_to_pose,
+)
 from controlnext_jax.pose.types import FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
 
 

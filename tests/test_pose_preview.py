@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from controlnext_jax.pose.types import Pose
-from controlnext_jax.pose.video import (cover_size, extract_pose_sequence, prepare_reference,
-                                        write_video)
+from controlnext_jax.pose.video import cover_size, extract_pose_sequence, prepare_reference, write_video
 
 skimage_data = pytest.importorskip("skimage.data")
 FPS = 24

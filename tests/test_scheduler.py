@@ -10,8 +10,14 @@ import torch
 import yaml
 from diffusers import EulerDiscreteScheduler
 
-from controlnext_jax.sampling.scheduler import (SchedulerConfig, denoised_from_v, euler_step, init_noise_sigma,
-                                                 make_sigmas, scale_model_input)
+from controlnext_jax.sampling.scheduler import (
+    SchedulerConfig,
+    denoised_from_v,
+    euler_step,
+    init_noise_sigma,
+    make_sigmas,
+    scale_model_input,
+)
 from tests.parity import TOL, rel_err
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"

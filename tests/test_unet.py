@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from diffusers.models.transformers.transformer_temporal import \
-    TransformerSpatioTemporalModel as TorchTransformerSpatioTemporal
-from diffusers.models.unets.unet_spatio_temporal_condition import \
-    UNetSpatioTemporalConditionModel as TorchUNet
+from diffusers.models.transformers.transformer_temporal import (
+    TransformerSpatioTemporalModel as TorchTransformerSpatioTemporal,
+)
+from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel as TorchUNet
 from flax import nnx
 
 from controlnext_jax.checkpoint.torch_layout import param_table
+from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 from controlnext_jax.models.unet_spatio_temporal import UNetConfig, UNetSpatioTemporalConditionModel
-from controlnext_jax.models.components import abstract_model
 from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
 

@@ -15,11 +15,8 @@ orbax parts of about 1 GiB, so peak memory stays a few GiB whatever the model si
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +25,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from controlnext_jax.atomic_io import atomic_folder, sha256_file
 from controlnext_jax.checkpoint.store import FORMAT, PIPELINE_FILE, save_params
 from controlnext_jax.checkpoint.torch_files import CheckpointError, StateDictFile, find_weight_file
 from controlnext_jax.checkpoint.torch_layout import ParamSlot, param_table, to_flax_layout
@@ -48,14 +46,6 @@ class ComponentReport:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def file_digest(path: Path, chunk: int = 1 << 24) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def plan_component(name: str, config, sources: list[tuple[str, StateDictFile]], dtype: str,
@@ -116,8 +106,8 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
     svd, out = Path(svd), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out={out}: already exists (pass overwrite=true to replace it)")
+    if out.exists() and not overwrite:  # checked early too: before any slow work
+        raise FileExistsError(f"out={out}: already exists (choose another or pass overwrite=true)")
     if not svd.is_dir():
         raise CheckpointError(f"svd={svd}: base model folder not found")
     controlnext = Path(controlnext)
@@ -151,9 +141,7 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
         reports[name] = ComponentReport(name, {role: str(sd.path) for role, sd in sources[name]})
         plans[name] = plan_component(name, parsed[name], sources[name], dtype, reports[name])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         for name in order:
             start = time.perf_counter()
             report = reports[name]
@@ -161,7 +149,7 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
             log(f"[convert] {name}: {report.num_keys} tensors, {report.num_params / 1e6:.1f}M parameters, "
                 f"{len(report.overridden)} overridden, {len(report.ignored)} ignored "
                 f"({time.perf_counter() - start:.1f}s)")
-        digests = {path: file_digest(Path(path)) for r in reports.values() for path in r.files.values()}
+        digests = {path: sha256_file(Path(path)) for r in reports.values() for path in r.files.values()}
         meta = {"format": FORMAT, "param_dtype": dtype,
                 "components": {name: parsed[name].to_dict() for name in configs},
                 "source_configs": configs,
@@ -171,12 +159,6 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
                        "components": {n: r.to_dict() for n, r in reports.items()}}
         (tmp / "conversion_report.json").write_text(json.dumps(full_report, indent=2))
         (tmp / "conversion_report.md").write_text(render_report(full_report))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return full_report
 
 

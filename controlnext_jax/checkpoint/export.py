@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
 
+from controlnext_jax.atomic_io import atomic_folder
 from controlnext_jax.checkpoint.store import load_component_config, read_pipeline, stored_params
 from controlnext_jax.checkpoint.torch_layout import param_table, to_torch_layout
 from controlnext_jax.models.components import COMPONENTS
@@ -45,11 +44,7 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, dtype:
                       overwrite: bool = False, log=print) -> None:
     ckpt, out = Path(ckpt), Path(out)
     meta = read_pipeline(ckpt)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"out={out}: already exists (pass overwrite=true to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         for name, filename in FOLDER_FILES.items():
             (tmp / name).mkdir()
             save_file(component_state_dict(ckpt, name, dtype), str(tmp / name / filename))
@@ -69,12 +64,6 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, dtype:
             log("[export] controlnext -> controlnet.bin")
         else:
             log("[export] torch not installed: controlnet.bin (the release's format) not written")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _save_torch_pickle(state_dict: dict[str, np.ndarray], path: Path) -> bool:

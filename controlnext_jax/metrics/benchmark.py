@@ -16,15 +16,23 @@ import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from controlnext_jax.atomic_io import sha256_file
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
 from controlnext_jax.metrics.evaluators import (
-    BodyDetector, DrivingPoses, FIDEvaluator, FrameEvaluator, FVDEvaluator, LPIPSEvaluator, PoseEvaluator,
-    SeamEvaluator)
+    BodyDetector,
+    DrivingPoses,
+    FIDEvaluator,
+    FrameEvaluator,
+    FVDEvaluator,
+    LPIPSEvaluator,
+    PoseEvaluator,
+    SeamEvaluator,
+)
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
-from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, sha256_file, write_report
+from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,30 +7,19 @@ target and is renamed into place only when complete, so a failed run leaves noth
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from controlnext_jax.atomic_io import atomic_folder
 
 
 @dataclass(frozen=True)
 class Skipped:
     metric: str
     reason: str
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit(repo: Path) -> str:
@@ -45,26 +34,9 @@ def git_commit(repo: Path) -> str:
     return head + ("+dirty" if dirty else "")
 
 
-@contextlib.contextmanager
-def atomic_output(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `out_dir`; on success it becomes `out_dir`."""
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output_dir={out_dir} exists; choose another or set overwrite=true")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        out_dir.rename(old / "previous")
-        tmp.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out_dir)
+def atomic_output(out_dir: str | Path, overwrite: bool = False):
+    """The report folder, written whole or not at all."""
+    return atomic_folder(out_dir, overwrite=overwrite, param="output_dir")
 
 
 def _json_safe(value):

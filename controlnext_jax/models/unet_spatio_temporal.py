@@ -18,9 +18,13 @@ from flax import nnx
 from controlnext_jax.models.control_injection import inject_control
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from controlnext_jax.models.layers import Conv, Dtype, GroupNorm
-from controlnext_jax.models.unet_blocks import (CrossAttnDownBlockSpatioTemporal, CrossAttnUpBlockSpatioTemporal,
-                                                DownBlockSpatioTemporal, UNetMidBlockSpatioTemporal,
-                                                UpBlockSpatioTemporal)
+from controlnext_jax.models.unet_blocks import (
+    CrossAttnDownBlockSpatioTemporal,
+    CrossAttnUpBlockSpatioTemporal,
+    DownBlockSpatioTemporal,
+    UNetMidBlockSpatioTemporal,
+    UpBlockSpatioTemporal,
+)
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
 UP_BLOCK_TYPES = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")

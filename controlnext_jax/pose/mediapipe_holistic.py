@@ -23,8 +23,7 @@ import warnings
 
 import numpy as np
 
-from controlnext_jax.pose.types import (FACE, FEET, LEFT_HAND, NUM_KEYPOINTS, RIGHT_HAND,
-                                        VISIBLE_SCORE, Pose)
+from controlnext_jax.pose.types import FACE, FEET, LEFT_HAND, NUM_KEYPOINTS, RIGHT_HAND, VISIBLE_SCORE, Pose
 
 # OpenPose body index -> BlazePose landmark index (neck is the shoulders' mean).
 BLAZEPOSE_FOR_OPENPOSE_BODY = {

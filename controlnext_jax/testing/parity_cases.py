@@ -7,9 +7,8 @@ Each case draws fresh random inputs, runs both frameworks in float32 and returns
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import functools
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
