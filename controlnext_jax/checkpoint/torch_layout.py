@@ -116,17 +116,20 @@ def assign_state_dict(model: nnx.Module, state_dict: dict[str, np.ndarray], *, s
     nnx.update(model, state)
 
 
-def materialize(abstract: nnx.Module, values: dict[tuple, np.ndarray], *, param_dtype=None) -> nnx.Module:
-    """Fill an abstract model (from `nnx.eval_shape`) with parameter values keyed by NNX path.
+def materialize(abstract: nnx.Module, values, *, param_dtype=None) -> nnx.Module:
+    """Fill an abstract model (from `nnx.eval_shape`) with parameter values.
 
-    Only one copy of the weights is ever alive: no random initialisation happens.
+    `values` maps an NNX path to its array, or is a function of the path: arrays are then
+    produced and placed one at a time, so only one copy of the weights is ever alive (no
+    random initialisation happens either).
     """
+    get = values if callable(values) else values.get
     graphdef, state = nnx.split(abstract)
-    flat = dict(nnx.to_flat_state(state))
-    for path, var in flat.items():
-        if path not in values:
+    for path, var in nnx.to_flat_state(state):
+        value = get(path)
+        if value is None:
             raise LayoutError(f"no value for parameter {'/'.join(map(str, path))}")
-        var.set_value(jnp.asarray(values[path], dtype=param_dtype or var.get_value().dtype))
+        var.set_value(jnp.asarray(value, dtype=param_dtype or var.get_value().dtype))
     return nnx.merge(graphdef, state)
 
 
@@ -138,8 +141,13 @@ def from_torch_state_dict(abstract: nnx.Module, state_dict, *, param_dtype=None,
     unknown = sorted(set(state_dict) - set(table))
     if missing or unknown:
         raise LayoutError(f"{source}: missing {missing[:5]}, unknown {unknown[:5]}")
-    return materialize(abstract, {slot.path: to_flax_layout(np.asarray(state_dict[key]), slot.layout)
-                                  for key, slot in table.items()}, param_dtype=param_dtype)
+    by_path = {slot.path: (key, slot.layout) for key, slot in table.items()}
+
+    def value(path):
+        key, layout = by_path[path]
+        return to_flax_layout(np.asarray(state_dict[key]), layout)
+
+    return materialize(abstract, value, param_dtype=param_dtype)
 
 
 def export_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
