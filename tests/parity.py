@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from controlnext_jax.checkpoint.torch_layout import assign_state_dict
+from controlnext_jax.checkpoint.torch_layout import assign_state_dict, param_table
 from controlnext_jax.testing.parity_cases import rel_err  # noqa: F401  (re-exported for the tests)
 from controlnext_jax.testing.parity_cases import to_nhwc as nchw_to_nhwc  # noqa: F401
 from controlnext_jax.testing.torch_random import randomize_  # noqa: F401  (re-exported for the tests)
@@ -22,3 +22,12 @@ def copy_torch_weights(model, torch_module: torch.nn.Module, **kw) -> None:
 
 def nhwc_to_nchw(a) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a, np.float32), -1, -3)))
+
+
+def mapped_torch_shapes(abstract) -> dict[str, tuple[int, ...]]:
+    """torch key -> torch-layout shape of every parameter of an (abstract) NNX model."""
+    return {key: slot.torch_shape for key, slot in param_table(abstract).items()}
+
+
+def torch_param_shapes(torch_module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(p.shape) for key, p in torch_module.named_parameters()}

@@ -15,11 +15,19 @@ from transformers import CLIPImageProcessor
 from transformers import CLIPVisionConfig as TorchCLIPVisionConfig
 from transformers import CLIPVisionModelWithProjection as TorchCLIPVision
 
-from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 from controlnext_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from controlnext_jax.models.components import abstract_model
-from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
+from tests.parity import (
+    TOL,
+    copy_torch_weights,
+    mapped_torch_shapes,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    randomize_,
+    rel_err,
+    torch_param_shapes,
+)
 
 SVD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
 
@@ -69,13 +77,11 @@ def test_full_size_svd_image_encoder_maps():
     svd = yaml.safe_load(SVD_CONFIG.read_text())["image_encoder"]
     cfg = CLIPVisionConfig.from_dict(svd)
     abstract = abstract_model(CLIPVisionModelWithProjection, cfg)
-    table = param_table(abstract)
     with torch.device("meta"):
         tm = TorchCLIPVision(TorchCLIPVisionConfig(**svd))
-    torch_shapes = {k: tuple(p.shape) for k, p in tm.named_parameters()}
-    assert set(table) == set(torch_shapes)
-    assert {k: s.torch_shape for k, s in table.items()} == torch_shapes
-    assert len(table) == 3 + 4 + 32 * 16 + 1  # embeddings, pre/post norms, layers, projection
+    torch_shapes = torch_param_shapes(tm)
+    assert mapped_torch_shapes(abstract) == torch_shapes
+    assert len(torch_shapes) == 3 + 4 + 32 * 16 + 1  # embeddings, pre/post norms, layers, projection
     assert sum(np.prod(s) for s in torch_shapes.values()) > 6.3e8  # ViT-H/14 tower: ~632M parameters
 
 

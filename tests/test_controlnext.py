@@ -11,11 +11,18 @@ import torch
 import yaml
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.controlnext import ControlNeXtConfig, ControlNeXtSDVModel
 from controlnext_jax.testing.torch_controlnext import TorchControlNeXt
-from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
+from tests.parity import (
+    TOL,
+    copy_torch_weights,
+    mapped_torch_shapes,
+    nchw_to_nhwc,
+    randomize_,
+    rel_err,
+    torch_param_shapes,
+)
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
 RELEASE = Path("/work/ref/ControlNeXt/ControlNeXt-SVD-v2/models/controlnext_vid_svd.py")
@@ -90,11 +97,10 @@ def test_output_size_at_1024x576(stem_padding, hw):
 def test_full_size_parameter_table_matches_torch():
     cfg = ControlNeXtConfig.from_dict(_release_config())
     model = abstract_model(ControlNeXtSDVModel, cfg)
-    table = param_table(model)
     with torch.device("meta"):
         tm = TorchControlNeXt(**cfg.to_dict())
-    ref = {k: tuple(v.shape) for k, v in tm.state_dict().items()}
-    assert {k: s.torch_shape for k, s in table.items()} == ref
+    ref = torch_param_shapes(tm)
+    assert mapped_torch_shapes(model) == ref
     assert "down_res.1.conv_shortcut.weight" in ref and "down_sample.0.conv.weight" in ref
     assert "mid_convs.0.4.bias" in ref and "embedding.6.weight" in ref
 

@@ -14,12 +14,19 @@ from diffusers.models.transformers.transformer_temporal import (
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel as TorchUNet
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 from controlnext_jax.models.unet_spatio_temporal import UNetConfig, UNetSpatioTemporalConditionModel
 from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
-from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, randomize_, rel_err
+from tests.parity import (
+    TOL,
+    copy_torch_weights,
+    mapped_torch_shapes,
+    nchw_to_nhwc,
+    randomize_,
+    rel_err,
+    torch_param_shapes,
+)
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
 
@@ -157,8 +164,8 @@ def svd_xt():
 
 def test_svd_xt_config_maps_every_torch_key(svd_xt):
     torch_unet, abstract = svd_xt
-    ours = {k: s.torch_shape for k, s in param_table(abstract).items()}
-    theirs = {k: tuple(v.shape) for k, v in torch_unet.state_dict().items()}
+    ours = mapped_torch_shapes(abstract)
+    theirs = torch_param_shapes(torch_unet)
     assert len(theirs) == 1428
     assert ours == theirs
     assert sum(int(np.prod(s)) for s in ours.values()) == sum(p.numel() for p in torch_unet.parameters())

@@ -13,10 +13,18 @@ from diffusers import AutoencoderKLTemporalDecoder as TorchVAE
 from diffusers.models.resnet import AlphaBlender as TorchAlphaBlender
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import param_table
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.vae_temporal import AutoencoderKLTemporalDecoder, VAEConfig
-from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
+from tests.parity import (
+    TOL,
+    copy_torch_weights,
+    mapped_torch_shapes,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    randomize_,
+    rel_err,
+    torch_param_shapes,
+)
 
 SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
 
@@ -133,13 +141,11 @@ def test_full_size_config_maps_every_key():
     d = yaml.safe_load(SVD_XT.read_text())["vae"]
     cfg = VAEConfig.from_dict(d)
     abstract = abstract_model(AutoencoderKLTemporalDecoder, cfg)
-    table = param_table(abstract)
     with torch.device("meta"):
         tm = TorchVAE.from_config(d)
-    ref = {k: tuple(p.shape) for k, p in tm.named_parameters()}
+    ref = torch_param_shapes(tm)
     assert len(ref) == 374
-    assert set(table) == set(ref)
-    assert {k: s.torch_shape for k, s in table.items()} == ref
+    assert mapped_torch_shapes(abstract) == ref
     _assert_same_norms_and_blends(abstract, tm)
 
 
