@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import jax
@@ -25,6 +26,15 @@ from controlnext_jax.checkpoint.torch_layout import from_torch_state_dict, mater
 from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.testing.parity_cases import rel_err, to_nhwc
 from controlnext_jax.testing.torch_checkpoints import model_configs
+
+
+def rss_gib() -> float:
+    """Resident memory of this process (Linux /proc), printed per stage to stderr."""
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 2**20
+
+
+def stage(name: str) -> None:
+    print(f"[bench_unet] {name}: RSS {rss_gib():.1f} GiB", file=sys.stderr, flush=True)
 
 
 def timed(fn, repeats: int) -> tuple[np.ndarray, float, float]:
@@ -54,6 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
     ref_model = UNetSpatioTemporalConditionModel.from_config(config).eval()
     n_params = sum(p.numel() for p in ref_model.parameters())
+    stage("torch model built")
 
     g = torch.Generator().manual_seed(1)
     h, w = args.size
@@ -64,13 +75,17 @@ def main() -> None:
     jax_inputs = (jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
                   jnp.asarray(added.numpy()))
 
-    @nnx.jit
-    def forward(model, *inputs):
-        return model(*inputs)
+    def jitted(model):
+        """A pure jitted forward over the model's parameters: nnx.jit would also return the
+        module state (a second copy of 6 GB of weights) to propagate mutations."""
+        graphdef, params = nnx.split(model)
+        apply = jax.jit(lambda params, *inputs: nnx.merge(graphdef, params)(*inputs))
+        return lambda *inputs: apply(params, *inputs)
 
     with torch.no_grad():
         ref, torch_first, torch_time = timed(lambda: ref_model(sample, t, context, added).sample, args.repeats)
     ref = to_nhwc(torch.from_numpy(ref))
+    stage("torch forward done")
 
     # Memory (the full UNet is 6.1 GB in float32): one torch copy and one JAX copy at a time;
     # the bfloat16 model is cast from the JAX float32 one after the torch model is gone.
@@ -79,12 +94,16 @@ def main() -> None:
     state = {k: v.numpy() for k, v in ref_model.state_dict().items()}  # views, no copy
     ours32 = from_torch_state_dict(component.build_abstract(cfg), state, source="torch UNet")
     del state
+    stage("JAX float32 model filled")
     ref_model = None  # drop the torch weights (the lambda above holds the name, not the model)
     params32 = dict(nnx.to_flat_state(nnx.state(ours32, nnx.Param)))
     ours16 = materialize(component.build_abstract(cfg, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16),
                          lambda path: params32[path].get_value(), param_dtype=jnp.bfloat16)
-    out32, jax_first, jax_time = timed(lambda: forward(ours32, *jax_inputs), args.repeats)
-    out16, bf_first, bf_time = timed(lambda: forward(ours16, *jax_inputs).astype(jnp.float32), args.repeats)
+    stage("JAX bfloat16 model cast")
+    forward32, forward16 = jitted(ours32), jitted(ours16)
+    out32, jax_first, jax_time = timed(lambda: forward32(*jax_inputs), args.repeats)
+    stage("JAX float32 forward done")
+    out16, bf_first, bf_time = timed(lambda: forward16(*jax_inputs).astype(jnp.float32), args.repeats)
     cos = float(np.dot(out16.ravel(), ref.ravel()) / (np.linalg.norm(out16) * np.linalg.norm(ref)))
 
     print(f"UNet {args.model}: {n_params / 1e9:.3f}e9 parameters, latent (1, {args.frames}, {h}, {w}, "
