@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -42,3 +43,24 @@ def atomic_folder(out_dir: str | Path, *, overwrite: bool = False, param: str = 
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out_dir)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, param: str = "out") -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers pick the right format);
+    on success it replaces `path` with the usual file permissions, on failure it is removed."""
+    path = Path(path).absolute()
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{param}={path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp creates 0600; outputs get what a plain open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

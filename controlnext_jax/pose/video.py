@@ -19,11 +19,11 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Iterator, Protocol
 
 import numpy as np
 
+from controlnext_jax.atomic_io import atomic_file
 from controlnext_jax.pose.align import Rescale, fit_rescale, reference_points
 from controlnext_jax.pose.render import draw_pose
 from controlnext_jax.pose.retarget import reference_bone_lengths, retarget
@@ -258,21 +258,15 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
 
 
 # ------------------------------------------------------------------------ writing
-def _atomic_path(path: str) -> tuple[str, str]:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"out: directory does not exist: {directory!r}")
-    stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial{ext}", dir=directory)
-    os.close(fd)
-    return tmp, path
-
-
 def write_video(path: str, frames, fps: float) -> None:
     """(H, W, 3) uint8 RGB frames -> H.264 mp4 at `path`, all or nothing."""
+    with atomic_file(path) as tmp:
+        _write_frames(str(tmp), frames, fps)
+
+
+def _write_frames(tmp: str, frames, fps: float) -> None:
     import imageio.v2 as iio
 
-    tmp, final = _atomic_path(path)
     writer = None
     try:
         for frame in frames:
@@ -288,25 +282,14 @@ def write_video(path: str, frames, fps: float) -> None:
             raise ValueError("no frames to write")
         writer.close()
         writer = None
-        os.replace(tmp, final)
-    except BaseException:
-        if writer is not None:
+    finally:
+        if writer is not None:  # already failing: close quietly, the original error matters
             try:
                 writer.close()
-            except Exception:  # already failing: the original error matters
+            except Exception:
                 pass
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_json(path: str, data: dict) -> None:
-    tmp, final = _atomic_path(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, allow_nan=False)
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "w") as f:
+        json.dump(data, f, allow_nan=False)
