@@ -71,6 +71,7 @@ def test_report_accounts_for_every_key(sources, converted):
     comps = report["components"]
     assert comps["unet"]["num_keys"] == len(models["unet"].state_dict())
     assert sorted(comps["unet"]["overridden"]) == sorted(override)
+    assert comps["unet"]["sources"] == {k: "override" if k in override else "base" for k in models["unet"].state_dict()}
     assert comps["unet"]["source_dtypes"] == {"float32": len(models["unet"].state_dict()) - len(override),
                                               "float16": len(override)}
     assert comps["controlnext"]["num_keys"] == len(models["controlnext"].state_dict())

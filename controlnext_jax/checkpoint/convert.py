@@ -41,6 +41,7 @@ class ComponentReport:
     num_params: int = 0
     num_keys: int = 0
     overridden: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # torch key -> role of the file it came from
     ignored: list[str] = field(default_factory=list)
     source_dtypes: dict[str, int] = field(default_factory=dict)
 
@@ -55,6 +56,7 @@ def plan_component(name: str, config, sources: list[tuple[str, StateDictFile]], 
     component = COMPONENTS[name]
     table = param_table(component.build_abstract(config, param_dtype=jnp.dtype(dtype)))
     owner: dict[str, StateDictFile] = {}
+    roles: dict[str, str] = {}
     for role, sd in sources:
         unknown = [k for k in sd if k not in table and k not in component.ignored_keys]
         if unknown:
@@ -67,7 +69,7 @@ def plan_component(name: str, config, sources: list[tuple[str, StateDictFile]], 
                 continue
             if key in owner and role == "override":
                 report.overridden.append(key)
-            owner[key] = sd
+            owner[key], roles[key] = sd, role
     missing = [k for k in table if k not in owner]
     if missing:
         files = ", ".join(str(sd.path) for _, sd in sources)
@@ -78,6 +80,7 @@ def plan_component(name: str, config, sources: list[tuple[str, StateDictFile]], 
             raise CheckpointError(f"{owner[key].path}: key {key!r} has shape {shape}, the {name} model "
                                   f"expects {slot.torch_shape}")
     report.num_keys = len(table)
+    report.sources = {key: roles[key] for key in table}
     report.num_params = sum(int(np.prod(slot.shape)) for slot in table.values())
     return [(key, slot, owner[key]) for key, slot in table.items()]
 
