@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import from_torch_state_dict, materialize
+from controlnext_jax.checkpoint.torch_layout import assign_state_dict, materialize
 from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.testing.parity_cases import rel_err, to_nhwc
 from controlnext_jax.testing.torch_checkpoints import model_configs
@@ -92,7 +92,8 @@ def main() -> None:
     component = COMPONENTS["unet"]
     cfg = component.config_from_dict(config)
     state = {k: v.numpy() for k, v in ref_model.state_dict().items()}  # views, no copy
-    ours32 = from_torch_state_dict(component.build_abstract(cfg), state, source="torch UNet")
+    ours32 = component.build_abstract(cfg)
+    assign_state_dict(ours32, state, source="torch UNet")  # strict; one tensor converted at a time
     del state
     stage("JAX float32 model filled")
     ref_model = None  # drop the torch weights (the lambda above holds the name, not the model)

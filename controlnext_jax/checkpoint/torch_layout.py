@@ -131,27 +131,3 @@ def materialize(abstract: nnx.Module, values, *, param_dtype=None) -> nnx.Module
             raise LayoutError(f"no value for parameter {'/'.join(map(str, path))}")
         var.set_value(jnp.asarray(value, dtype=param_dtype or var.get_value().dtype))
     return nnx.merge(graphdef, state)
-
-
-def from_torch_state_dict(abstract: nnx.Module, state_dict, *, param_dtype=None,
-                          source: str = "<state dict>") -> nnx.Module:
-    """An abstract model filled from a torch-layout state dict (numpy arrays), strictly."""
-    table = param_table(abstract)
-    missing = sorted(set(table) - set(state_dict))
-    unknown = sorted(set(state_dict) - set(table))
-    if missing or unknown:
-        raise LayoutError(f"{source}: missing {missing[:5]}, unknown {unknown[:5]}")
-    by_path = {slot.path: (key, slot.layout) for key, slot in table.items()}
-
-    def value(path):
-        key, layout = by_path[path]
-        return to_flax_layout(np.asarray(state_dict[key]), layout)
-
-    return materialize(abstract, value, param_dtype=param_dtype)
-
-
-def export_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
-    """The model's parameters as a torch-layout state dict of numpy arrays."""
-    flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    return {key: to_torch_layout(np.asarray(flat[slot.path].get_value()), slot.layout)
-            for key, slot in param_table(model).items()}

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from controlnext_jax.atomic_io import sha256_file
+from controlnext_jax.atomic_io import atomic_folder, sha256_file
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
 from controlnext_jax.metrics.evaluators import (
@@ -32,7 +32,7 @@ from controlnext_jax.metrics.evaluators import (
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
-from controlnext_jax.metrics.report import Skipped, atomic_output, git_commit, write_report
+from controlnext_jax.metrics.report import Skipped, git_commit, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,7 +223,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     details["clips"] = {c.clip_id: {**frames_per_clip[c.clip_id], "generated_sha256": sha256_file(c.generated)}
                         for c in clips}
 
-    with atomic_output(out_dir, cfg.overwrite) as tmp:
+    with atomic_folder(out_dir, overwrite=cfg.overwrite, param="output_dir") as tmp:
         written = _plots(evaluators, cfg, tmp)
         header["runtime"] = f"{time.time() - start:.1f} s"
         write_report(tmp, header, results, skipped, details, written)

@@ -13,8 +13,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from controlnext_jax.atomic_io import atomic_folder
-
 
 @dataclass(frozen=True)
 class Skipped:
@@ -32,11 +30,6 @@ def git_commit(repo: Path) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return head + ("+dirty" if dirty else "")
-
-
-def atomic_output(out_dir: str | Path, overwrite: bool = False):
-    """The report folder, written whole or not at all."""
-    return atomic_folder(out_dir, overwrite=overwrite, param="output_dir")
 
 
 def _json_safe(value):

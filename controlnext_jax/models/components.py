@@ -31,9 +31,6 @@ class Component:
     def config_from_dict(self, d: dict):
         return self.classes()[0].from_dict(dict(d))
 
-    def build(self, config, *, param_dtype=jnp.float32, dtype=None, seed: int = 0) -> nnx.Module:
-        return self.classes()[1](config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
-
     def build_abstract(self, config, *, param_dtype=jnp.float32, dtype=None) -> nnx.Module:
         """The model with `jax.ShapeDtypeStruct` leaves: shapes without allocating weights."""
         return abstract_model(self.classes()[1], config, dtype=dtype, param_dtype=param_dtype)
