@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.frechet import frechet_distance_from_features
-
-torch = pytest.importorskip("torch")
 
 
 class _Detector(torch.nn.Module):
@@ -37,7 +36,10 @@ def test_features_match_the_module_and_batching(extractor):
     module = torch.jit.load(str(extractor))
     ref = module(torch.from_numpy(frames).permute(0, 3, 1, 2), return_features=True).detach().double().numpy()
     assert ours.shape == (7, 8) and ours.dtype == np.float64
-    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    # each feature is a float32 sum of 48 products, rounded differently in a batch of 3 (ours) and of 7
+    # (the reference): the error scales with the largest terms, not with the element, so a small
+    # feature can be off by much more than 1e-6 of itself; 1e-5 of the largest |feature| covers that
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
     shifted = np.clip(frames.astype(int) + 60, 0, 255).astype(np.uint8)
     assert frechet_distance_from_features(ours, FrameFeatures(extractor)(shifted)) > 0.01
     assert abs(frechet_distance_from_features(ours, ours)) < 1e-9

@@ -1,6 +1,5 @@
 """The Euler sampler functions against diffusers' EulerDiscreteScheduler with SVD's config."""
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +9,7 @@ import torch
 import yaml
 from diffusers import EulerDiscreteScheduler
 
+from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.sampling.scheduler import (
     SchedulerConfig,
     denoised_from_v,
@@ -20,7 +20,7 @@ from controlnext_jax.sampling.scheduler import (
 )
 from tests.parity import TOL, rel_err
 
-SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
+SVD_XT = CONFIG_DIR / "model" / "svd_xt.yaml"
 
 
 def _svd_config() -> dict:
@@ -34,13 +34,17 @@ def _diffusers(num_steps: int, **overrides) -> EulerDiscreteScheduler:
 
 
 @pytest.mark.parametrize("num_steps", [1, 2, 7, 25, 100])
-def test_sigmas_and_timesteps_match_bit_for_bit(num_steps):
+def test_sigmas_and_timesteps_match_diffusers_within_one_ulp(num_steps):
     ref = _diffusers(num_steps)
     sigmas, timesteps = make_sigmas(SchedulerConfig.from_dict(_svd_config()), num_steps)
     assert sigmas.dtype == timesteps.dtype == np.float32
     assert sigmas.shape == (num_steps + 1,) and timesteps.shape == (num_steps,)
-    np.testing.assert_array_equal(sigmas, ref.sigmas.numpy())
-    np.testing.assert_array_equal(timesteps, ref.timesteps.numpy())
+    # 1 ulp is what float32 can promise, not bit equality: diffusers takes 0.25 * sigma.log() in torch
+    # float32, whose log is within 1 ulp of exact but not correctly rounded (and differs between CPUs and
+    # vector code paths), while we round the float64 log once; the Karras ramp is float64 numpy pow on both
+    # sides, whose last float64 bit also depends on the SIMD code path, so its float32 rounding can flip
+    np.testing.assert_array_max_ulp(sigmas, ref.sigmas.numpy(), maxulp=1)
+    np.testing.assert_array_max_ulp(timesteps, ref.timesteps.numpy(), maxulp=1)
     assert sigmas[-1] == 0.0 and abs(sigmas[0] - 700.0) < 1e-3
 
 
