@@ -1,7 +1,6 @@
 """CLIP vision tower and SVD's CLIP preprocessing against transformers / diffusers (float32)."""
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +14,7 @@ from transformers import CLIPImageProcessor
 from transformers import CLIPVisionConfig as TorchCLIPVisionConfig
 from transformers import CLIPVisionModelWithProjection as TorchCLIPVision
 
+from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 from controlnext_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from controlnext_jax.models.components import abstract_model
@@ -29,7 +29,7 @@ from tests.parity import (
     torch_param_shapes,
 )
 
-SVD_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
+SVD_CONFIG = CONFIG_DIR / "model" / "svd_xt.yaml"
 
 
 def _torch_model(cfg: CLIPVisionConfig) -> TorchCLIPVision:

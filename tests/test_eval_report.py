@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from controlnext_jax.cli import CONFIG_DIR
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics import benchmark, plots
 from controlnext_jax.metrics.seams import boundary_transitions
 
-REPO = Path(__file__).resolve().parents[1]
 H, W = 64, 96
 N_GEN, STRIDE, BATCH, OVERLAP = 30, 2, 12, 4
 SHIFT_PX = 3  # the generated square sits this far right of the ground truth's
@@ -76,8 +78,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(root: Path, out: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("eval", overrides=[f"dataset.root={root}", f"output_dir={out}",
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("eval", overrides=[f"dataset.root={root}", f"out={out}",
                                           f"sampling.batch_frames={BATCH}", f"sampling.overlap={OVERLAP}",
                                           f"alignment.sample_stride={STRIDE}", *overrides])
 
@@ -111,7 +113,7 @@ def test_full_report_end_to_end(dataset, tmp_path):
     print(json.dumps(results, indent=1))
 
     # header: reproducible
-    assert len(header["commit"].split("+")[0]) == 40
+    assert re.fullmatch(r"controlnext-jax \S+ \(commit [0-9a-f]{40}(\+dirty)?\)", header["code"]), header["code"]
     assert header["seed"].startswith("7 (recorded") and "clip_length: 10" in header["config_yaml"]
     assert "sha256" in header["i3d_weights"] and "3 clips" in header["dataset"]
     assert header["fvd sampling"].startswith("clips of 10 frames, frame stride 1, at most 1")
@@ -182,7 +184,7 @@ def test_errors_leave_no_output(dataset, tmp_path):
     with pytest.raises(Exception):
         benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
     (broken / "clip_1" / "generated.mp4").unlink()
-    with pytest.raises(FileNotFoundError, match="clip_1/generated.mp4"):
+    with pytest.raises(UserError, match="clip_1/generated.mp4"):
         benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
     with pytest.raises(ValueError, match="clip_length"):
         benchmark.run(_cfg(dataset, out, "fvd.clip_length=4", "pose_metrics.enabled=false"))
@@ -190,19 +192,19 @@ def test_errors_leave_no_output(dataset, tmp_path):
         benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false", "sampling.overlap=12"))
     assert list(tmp_path.iterdir()) == [broken]  # no output, no temporary folder
     out.mkdir()
-    with pytest.raises(FileExistsError, match="overwrite"):
+    with pytest.raises(UserError, match="overwrite"):
         benchmark.run(_cfg(dataset, out, "fvd.enabled=false"))
 
 
 def test_cli_reports_errors_cleanly(dataset, tmp_path):
     out = tmp_path / "r"
-    proc = subprocess.run([sys.executable, "-m", "eval.evaluate", f"dataset.root={dataset}", f"output_dir={out}",
-                           "generate=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "animate pipeline" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "eval.evaluate", f"output_dir={out}"], cwd=REPO,
+    command = [sys.executable, "-m", "controlnext_jax.commands.evaluate"]
+    proc = subprocess.run([*command, f"dataset.root={dataset}", f"out={out}", "generate=true"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "dataset.root: required" in proc.stderr
-    assert not out.exists() and not list(REPO.glob("outputs"))
+    assert proc.returncode == 2 and "animate pipeline" in proc.stderr
+    proc = subprocess.run([*command, f"out={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "missing required parameter: dataset.root=" in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # Hydra wrote no outputs/ folder either
 
 
 def test_fid_and_lpips_with_user_weights(dataset, tmp_path):

@@ -9,6 +9,7 @@ decoding step can be checked against numbers worked out here by hand.
 import numpy as np
 import pytest
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.pose import random_onnx as ro
 from controlnext_jax.pose.dwpose import DWPoseDetector, _providers, decode_simcc, nms
 
@@ -132,7 +133,7 @@ def test_nms_and_simcc_units():
 
 def test_bad_paths_and_devices(models, tmp_path):
     det, _, pose = models
-    with pytest.raises(FileNotFoundError, match="pose.det_model"):
+    with pytest.raises(UserError, match="pose.det_model: ONNX file not found"):
         DWPoseDetector(str(tmp_path / "missing.onnx"), pose)
     with pytest.raises(ValueError, match="pose.device must be one of auto, cpu, cuda"):
         _providers("tpu")
@@ -154,7 +155,7 @@ def test_preview_cli_with_dwpose(models, tmp_path):
     image = str(tmp_path / "ref.png")
     iio.imwrite(image, rng_.integers(0, 256, (120, 90, 3), dtype=np.uint8))
     out = str(tmp_path / "pose.mp4")
-    r = subprocess.run([sys.executable, "-m", "controlnext_jax.pose_preview", f"video={video}",
+    r = subprocess.run([sys.executable, "-m", "controlnext_jax.commands.pose", f"video={video}",
                         f"image={image}", f"out={out}", "pose=dwpose", f"pose.det_model={det}",
                         f"pose.pose_model={pose}", "pose.device=cpu", "height=128", "width=96",
                         "sample_stride=2", "progress=false"],

@@ -8,11 +8,12 @@ import sys
 import imageio.v2 as iio
 import numpy as np
 import pytest
+import torch
+from skimage import data as skimage_data
 
 from controlnext_jax.pose.types import Pose
 from controlnext_jax.pose.video import cover_size, extract_pose_sequence, prepare_reference, write_video
 
-skimage_data = pytest.importorskip("skimage.data")
 FPS = 24
 
 
@@ -44,7 +45,7 @@ def media(tmp_path_factory):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "controlnext_jax.pose_preview", *args],
+    return subprocess.run([sys.executable, "-m", "controlnext_jax.commands.pose", *args],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -76,7 +77,7 @@ def test_cli_input_errors_are_clear_and_leave_nothing(media):
     r = run_cli(f"video={video}", f"image={grey}", f"out={out}", "progress=false")
     assert r.returncode == 2 and "no person found in the reference image" in r.stderr
     r = run_cli(f"video={d / 'missing.mp4'}", f"image={image}", f"out={out}")
-    assert r.returncode == 2 and "video: file not found" in r.stderr
+    assert r.returncode == 2 and f"video={d / 'missing.mp4'}: file not found" in r.stderr
     assert not [f for f in os.listdir(d) if f.startswith(("bad", ".bad"))]
 
 
@@ -130,7 +131,6 @@ def test_failed_write_leaves_no_file(tmp_path):
 
 
 def test_reference_is_resized_to_cover_and_centre_cropped():
-    torch = pytest.importorskip("torch")
     assert cover_size((512, 400), (1024, 576)) == (1024, 800)  # wide: height fits
     assert cover_size((900, 300), (1024, 576)) == (1728, 576)  # tall: width fits
     photo = skimage_data.astronaut()

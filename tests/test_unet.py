@@ -1,6 +1,5 @@
 """The SVD UNet (with and without ControlNeXt's control) against diffusers' UNetSpatioTemporalConditionModel."""
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from diffusers.models.transformers.transformer_temporal import (
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel as TorchUNet
 from flax import nnx
 
+from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 from controlnext_jax.models.unet_spatio_temporal import UNetConfig, UNetSpatioTemporalConditionModel
@@ -28,7 +28,7 @@ from tests.parity import (
     torch_param_shapes,
 )
 
-SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
+SVD_XT = CONFIG_DIR / "model" / "svd_xt.yaml"
 
 # every block variant: a DownBlock with a downsampler, cross-attention up blocks with and without an
 # upsampler, per-block layer counts, cross dim != channels, per-block heads

@@ -1,7 +1,6 @@
 """The temporal-decoder VAE against diffusers' AutoencoderKLTemporalDecoder (random weights, float32)."""
 
 import dataclasses
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +12,7 @@ from diffusers import AutoencoderKLTemporalDecoder as TorchVAE
 from diffusers.models.resnet import AlphaBlender as TorchAlphaBlender
 from flax import nnx
 
+from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.vae_temporal import AutoencoderKLTemporalDecoder, VAEConfig
 from tests.parity import (
@@ -26,7 +26,7 @@ from tests.parity import (
     torch_param_shapes,
 )
 
-SVD_XT = Path(__file__).resolve().parents[1] / "configs" / "model" / "svd_xt.yaml"
+SVD_XT = CONFIG_DIR / "model" / "svd_xt.yaml"
 
 
 def _pair(config: VAEConfig, seed: int = 0):

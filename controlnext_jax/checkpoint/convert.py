@@ -25,10 +25,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from controlnext_jax.atomic_io import atomic_folder, sha256_file
+from controlnext_jax.atomic_io import atomic_folder, check_output, sha256_file
 from controlnext_jax.checkpoint.store import FORMAT, PIPELINE_FILE, save_params
 from controlnext_jax.checkpoint.torch_files import CheckpointError, StateDictFile, find_weight_file
 from controlnext_jax.checkpoint.torch_layout import ParamSlot, param_table, to_flax_layout
+from controlnext_jax.errors import require_choice
 from controlnext_jax.models.components import COMPONENTS
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -106,11 +107,10 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
                        unet: str | os.PathLike | None = None, dtype: str = "float32",
                        controlnext_config: dict, overwrite: bool = False, log=print) -> dict:
     """Convert and write `out`; returns the conversion report (also written to `out`)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: allowed values are {', '.join(DTYPES)}")
-    svd, out = Path(svd), Path(out)
-    if out.exists() and not overwrite:  # checked early too: before any slow work
-        raise FileExistsError(f"out={out}: already exists (choose another or pass overwrite=true)")
+    require_choice("dtype", dtype, DTYPES)
+    # before any slow work: the output may not touch an input and must be writable
+    out = check_output(out, inputs={"svd": svd, "controlnext": controlnext, "unet": unet}, overwrite=overwrite)
+    svd = Path(svd)
     if not svd.is_dir():
         raise CheckpointError(f"svd={svd}: base model folder not found")
     controlnext = Path(controlnext)

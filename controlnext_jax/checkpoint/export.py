@@ -17,9 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
 
-from controlnext_jax.atomic_io import atomic_folder
+from controlnext_jax.atomic_io import atomic_folder, check_output
+from controlnext_jax.checkpoint.convert import DTYPES
 from controlnext_jax.checkpoint.store import load_component_config, read_pipeline, stored_params
 from controlnext_jax.checkpoint.torch_layout import param_table, to_torch_layout
+from controlnext_jax.errors import require_choice
 from controlnext_jax.models.components import COMPONENTS
 
 FOLDER_FILES = {"unet": "diffusion_pytorch_model.safetensors", "vae": "diffusion_pytorch_model.safetensors",
@@ -42,7 +44,9 @@ def component_state_dict(ckpt: str | os.PathLike, name: str, dtype: str | None =
 
 def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, dtype: str | None = None,
                       overwrite: bool = False, log=print) -> None:
-    ckpt, out = Path(ckpt), Path(out)
+    require_choice("dtype", dtype, (None, *DTYPES))
+    out = check_output(out, inputs={"ckpt": ckpt}, overwrite=overwrite)
+    ckpt = Path(ckpt)
     meta = read_pipeline(ckpt)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         for name, filename in FOLDER_FILES.items():

@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from controlnext_jax.checkpoint.torch_layout import materialize, param_table
+from controlnext_jax.errors import UserError
 from controlnext_jax.models.components import COMPONENTS
 
 FORMAT = "controlnext-jax/1"
@@ -95,7 +96,7 @@ def load_params(folder: Path) -> dict[tuple[str, ...], np.ndarray]:
     folder = Path(folder).absolute()
     names_file = folder / "parts.json"
     if not names_file.is_file():
-        raise FileNotFoundError(f"{names_file}: missing (incomplete checkpoint folder)")
+        raise UserError(f"{names_file}: missing (incomplete checkpoint folder)")
     checkpointer = ocp.StandardCheckpointer()
     values: dict[tuple[str, ...], np.ndarray] = {}
     for name in json.loads(names_file.read_text()):
@@ -106,10 +107,14 @@ def load_params(folder: Path) -> dict[tuple[str, ...], np.ndarray]:
 def read_pipeline(ckpt: str | Path) -> dict:
     path = Path(ckpt) / PIPELINE_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a converted controlnext-jax checkpoint (run controlnext-convert first)")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise UserError(f"ckpt={ckpt}: not a converted controlnext-jax checkpoint (no {PIPELINE_FILE}; "
+                        "run controlnext-convert first)")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{path}: not format {FORMAT!r}")
     return meta
 
 
@@ -122,10 +127,10 @@ def stored_params(ckpt: str | Path, name: str, abstract: nnx.Module) -> dict[tup
         array = values.pop(tuple(map(str, slot.path)), None)
         if array is None or tuple(array.shape) != slot.shape:
             found = None if array is None else tuple(array.shape)
-            raise ValueError(f"{Path(ckpt) / name}: parameter {key} has shape {found}, the model expects {slot.shape}")
+            raise UserError(f"{Path(ckpt) / name}: parameter {key} has shape {found}, the model expects {slot.shape}")
         out[slot.path] = array
     if values:
-        raise ValueError(f"{Path(ckpt) / name}: {len(values)} stored arrays unknown to the model, "
+        raise UserError(f"{Path(ckpt) / name}: {len(values)} stored arrays unknown to the model, "
                          f"first: {['/'.join(p) for p in list(values)[:5]]}")
     return out
 
@@ -138,7 +143,7 @@ def load_component(ckpt: str | Path, name: str, *, param_dtype=None, dtype=None)
     """
     meta = read_pipeline(ckpt)
     if name not in COMPONENTS or name not in meta["components"]:
-        raise KeyError(f"component {name!r} not in {ckpt} (has {sorted(meta['components'])})")
+        raise UserError(f"component {name!r} not in {ckpt} (has {sorted(meta['components'])})")
     component = COMPONENTS[name]
     config = component.config_from_dict(meta["components"][name])
     param_dtype = jnp.dtype(param_dtype or meta["param_dtype"])

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
+from controlnext_jax.errors import UserError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(UserError):
     """A weight file or folder cannot be used; the message names the file (and key)."""
 
 
@@ -100,7 +103,9 @@ class StateDictFile(Mapping[str, np.ndarray]):
         import torch
 
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            # Memory-map the zip format (torch >= 1.6); the legacy tar/pickle format cannot be
+            # mapped and is read whole, still with weights_only=True.
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
             raise CheckpointError(f"{path}: cannot load as a torch state dict with weights_only=True "
                                   f"(truncated, corrupt, or holds non-tensor objects): {e}") from e

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from controlnext_jax.errors import UserError
+
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
 
 
@@ -87,7 +89,7 @@ def to_torch_layout(array: np.ndarray, layout: str) -> np.ndarray:
     return array
 
 
-class LayoutError(ValueError):
+class LayoutError(UserError):
     """A state dict does not fit a model: names the file, key and shapes."""
 
 

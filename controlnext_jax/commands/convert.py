@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from controlnext_jax.checkpoint.convert import convert_checkpoint
-from controlnext_jax.cli import CONFIG_DIR, user_errors
+from controlnext_jax.cli import run_command
 
 
-@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="convert")
-@user_errors("controlnext-convert")
-def run(cfg: DictConfig) -> None:
+def convert(cfg: DictConfig) -> None:
+    from controlnext_jax.checkpoint.convert import convert_checkpoint
+
     report = convert_checkpoint(cfg.svd, cfg.controlnext, cfg.out, unet=cfg.unet, dtype=cfg.dtype,
                                 controlnext_config=OmegaConf.to_container(cfg.model.controlnext),
                                 overwrite=cfg.overwrite)
@@ -20,8 +18,8 @@ def run(cfg: DictConfig) -> None:
           f"report: {cfg.out}/conversion_report.md")
 
 
-def main() -> None:
-    run()
+def main(argv=None) -> None:
+    run_command("controlnext-convert", "convert", convert, argv)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
-"""`controlnext-eval`: the Hydra entry point over `controlnext_jax.metrics.benchmark`."""
+"""controlnext-eval: evaluate generated videos against a benchmark set (`controlnext_jax.metrics`)."""
 
 from __future__ import annotations
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
+import sys
+
 from omegaconf import DictConfig
 
-from controlnext_jax.cli import CONFIG_DIR, user_errors
-from controlnext_jax.metrics import benchmark
+from controlnext_jax.cli import run_command
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@user_errors("controlnext-eval")
-def main(cfg: DictConfig) -> None:
-    command = " ".join(["controlnext-eval", *HydraConfig.get().overrides.task])
-    out = benchmark.run(cfg, command=command)
+def evaluate(cfg: DictConfig, argv: list[str]) -> None:
+    from controlnext_jax.metrics import benchmark
+
+    out = benchmark.run(cfg, command=" ".join(["controlnext-eval", *argv]))
     print(f"report written to {out}/report.md")
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_command("controlnext-eval", "eval", lambda cfg: evaluate(cfg, argv), argv)
 
 
 if __name__ == "__main__":

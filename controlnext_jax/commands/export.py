@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from controlnext_jax.checkpoint.export import export_checkpoint
-from controlnext_jax.cli import CONFIG_DIR, user_errors
+from controlnext_jax.cli import run_command
 
 
-@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="export")
-@user_errors("controlnext-export")
-def run(cfg: DictConfig) -> None:
+def export(cfg: DictConfig) -> None:
+    from controlnext_jax.checkpoint.export import export_checkpoint
+
     export_checkpoint(cfg.ckpt, cfg.out, dtype=cfg.dtype, overwrite=cfg.overwrite)
     print(f"[export] wrote {cfg.out}")
 
 
-def main() -> None:
-    run()
+def main(argv=None) -> None:
+    run_command("controlnext-export", "export", export, argv)
 
 
 if __name__ == "__main__":

@@ -11,63 +11,82 @@ and the keypoints (JSON). The animate command calls the same code
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-import hydra
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue
 
-from controlnext_jax.pose.video import extract_pose_sequence, load_image, write_json, write_video
+from controlnext_jax.atomic_io import check_output
+from controlnext_jax.cli import run_command
+from controlnext_jax.errors import UserError, require_choice
+from controlnext_jax.pose.video import (
+    ALIGN_MODES,
+    check_int,
+    extract_pose_sequence,
+    load_image,
+    write_json,
+    write_video,
+)
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
-def run(cfg: DictConfig) -> tuple[str, str]:
-    out = to_absolute_path(cfg.out)
-    keypoints_out = (to_absolute_path(cfg.keypoints_out) if cfg.keypoints_out
-                     else os.path.splitext(out)[0] + ".json")
-    if not out.lower().endswith((".mp4", ".mov", ".mkv")):
-        raise ValueError(f"out must name an .mp4, .mov or .mkv file, got {cfg.out!r}")
-    image = load_image(to_absolute_path(cfg.image))
-    video = to_absolute_path(cfg.video)
-    if not os.path.isfile(video):
-        raise FileNotFoundError(f"video: file not found: {cfg.video!r}")
-    detector = instantiate(cfg.pose)
+def run(cfg: DictConfig) -> tuple[Path, Path]:
+    require_choice("align", cfg.align, ALIGN_MODES)
+    for name in ("height", "width", "max_frame_num", "sample_stride"):
+        check_int(name, cfg[name])
+    inputs = {"video": cfg.video, "image": cfg.image,
+              **{f"pose.{k}": v for k, v in cfg.pose.items() if k.endswith("_model") and v}}
+    if not str(cfg.out).lower().endswith(VIDEO_SUFFIXES):
+        raise UserError(f"out={cfg.out}: must name a {', '.join(VIDEO_SUFFIXES)} file")
+    out = check_output(cfg.out, inputs=inputs, overwrite=cfg.overwrite, kind="file")
+    keypoints_out = check_output(cfg.keypoints_out or out.with_suffix(".json"), inputs=inputs,
+                                 overwrite=cfg.overwrite, param="keypoints_out", kind="file")
+    if keypoints_out == out:
+        raise UserError(f"keypoints_out={keypoints_out}: must differ from out")
+    image = load_image(cfg.image)
+    video = Path(cfg.video)
+    if not video.is_file():
+        raise UserError(f"video={cfg.video}: file not found")
+    detector = instantiate_detector(cfg.pose)
     try:
         seq = extract_pose_sequence(
-            detector, image, video, height=cfg.height, width=cfg.width,
+            detector, image, str(video), height=cfg.height, width=cfg.width,
             max_frame_num=cfg.max_frame_num, sample_stride=cfg.sample_stride, align=cfg.align,
             progress=cfg.progress)
     finally:
         if hasattr(detector, "close"):
             detector.close()
     write_video(out, seq.render(), seq.fps)
-    write_json(keypoints_out, seq.to_json())
+    try:
+        write_json(keypoints_out, seq.to_json())
+    except BaseException:
+        out.unlink(missing_ok=True)  # both outputs or neither
+        raise
     return out, keypoints_out
 
 
-# An absolute path: Hydra resolves a relative one against the *package* when the module is
-# imported by a console script, and configs/ (beside the package) is not a package.
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+def instantiate_detector(pose_cfg: DictConfig):
+    """The configured pose detector; its own constructor errors (a missing model file) are
+    user errors, reported without Hydra's wrapping."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
 
-
-@hydra.main(config_path=CONFIG_DIR, config_name="pose_preview", version_base="1.3")
-def main(cfg: DictConfig) -> None:
     try:
-        out, keypoints_out = run(cfg)
-    except (ValueError, FileNotFoundError, InstantiationException, MissingMandatoryValue) as e:
-        if isinstance(e, MissingMandatoryValue):
-            message = f"{e.full_key}=... is required (see configs/pose_preview.yaml, configs/pose/)"
-        elif isinstance(e, InstantiationException) and e.__cause__ is not None:
-            message = str(e.__cause__)  # the detector's own error, without Hydra's wrapping
-        else:
-            message = str(e)
-        # One clear line and status 2 (the project's convention for bad input).
-        print(f"controlnext-pose: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        return instantiate(pose_cfg)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, (ValueError, FileNotFoundError)):
+            raise UserError(str(cause)) from None
+        raise
+
+
+def _main(cfg: DictConfig) -> None:
+    out, keypoints_out = run(cfg)
     print(f"wrote {out} and {keypoints_out}")
+
+
+def main(argv=None) -> None:
+    run_command("controlnext-pose", "pose_preview", _main, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.convert import convert_checkpoint
 from controlnext_jax.checkpoint.store import load_component
-from controlnext_jax.cli import CONFIG_DIR, user_errors
+from controlnext_jax.cli import run_command
 from controlnext_jax.testing.parity_cases import CASES, rel_err
 from controlnext_jax.testing.torch_checkpoints import (
     torch_models,
@@ -57,13 +57,12 @@ def selfcheck(configs: dict, workdir: Path, *, seed: int, tolerance: float) -> b
     return ok
 
 
-@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="selfcheck")
-@user_errors("controlnext-selfcheck")
 def run(cfg: DictConfig) -> None:
     configs = with_scheduler(OmegaConf.to_container(cfg.model, resolve=True))
-    if cfg.workdir:
-        Path(cfg.workdir).mkdir(parents=True, exist_ok=True)
-        ok = selfcheck(configs, Path(cfg.workdir), seed=cfg.seed, tolerance=cfg.tolerance)
+    if cfg.out:  # keep the checkpoints: written whole or not at all, like every output
+        out = check_output(cfg.out, inputs={}, overwrite=cfg.overwrite)
+        with atomic_folder(out, overwrite=cfg.overwrite) as tmp:
+            ok = selfcheck(configs, tmp, seed=cfg.seed, tolerance=cfg.tolerance)
     else:
         with tempfile.TemporaryDirectory(prefix="controlnext-selfcheck-") as tmp:
             ok = selfcheck(configs, Path(tmp), seed=cfg.seed, tolerance=cfg.tolerance)
@@ -73,8 +72,8 @@ def run(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def main() -> None:
-    run()
+def main(argv=None) -> None:
+    run_command("controlnext-selfcheck", "selfcheck", run, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from controlnext_jax.atomic_io import atomic_folder, sha256_file
+from controlnext_jax.atomic_io import atomic_folder, check_output, sha256_file
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
 from controlnext_jax.metrics.evaluators import (
@@ -32,9 +33,8 @@ from controlnext_jax.metrics.evaluators import (
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
-from controlnext_jax.metrics.report import Skipped, git_commit, write_report
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from controlnext_jax.metrics.report import Skipped, write_report
+from controlnext_jax.provenance import code_version
 
 
 def _body(pose) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +62,7 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
         cause = e.__cause__ or e
         if isinstance(cause, ImportError):
             raise ImportError(f"pose detector {cfg.pose.get('_target_')}: {cause}") from e
-        raise ValueError(f"pose: cannot build the detector {cfg.pose.get('_target_')}: {cause}") from e
+        raise UserError(f"pose: cannot build the detector {cfg.pose.get('_target_')}: {cause}") from e
 
     def detect_body(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _body(detector.detect(frame))
@@ -76,7 +76,7 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
                 width=w, max_frame_num=n + 1, sample_stride=alignment.sample_stride, align=cfg.pose_metrics.align,
                 progress=False)
         except ValueError as e:  # e.g. no person in the reference: the pipeline could not have run either
-            raise ValueError(f"clip {clip.clip_id}: driving poses (pose_metrics.align="
+            raise UserError(f"clip {clip.clip_id}: driving poses (pose_metrics.align="
                              f"{cfg.pose_metrics.align}): {e}") from e
         bodies = [_body(p) for p in sequence.poses[1: n + 1]]
         return np.stack([k for k, _ in bodies]), np.stack([s for _, s in bodies])
@@ -84,16 +84,16 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
     return detect_body, driving_poses
 
 
-def _missing_generated(clip: ClipFiles, cfg: DictConfig) -> FileNotFoundError:
+def _missing_generated(clip: ClipFiles, cfg: DictConfig) -> UserError:
     where = (f"{cfg.dataset.generated_dir}/{clip.clip_id}.mp4" if cfg.dataset.generated_dir
              else f"{clip.folder}/generated.mp4")
-    return FileNotFoundError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes videos "
+    return UserError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes videos "
                              "already generated)")
 
 
 def _check_generate(cfg: DictConfig) -> None:
     if cfg.generate:
-        raise ValueError(
+        raise UserError(
             "generate=true needs the animate pipeline, which this checkout does not have yet; generate the "
             "videos elsewhere, put them at <clip>/generated.mp4 or <dataset.generated_dir>/<clip_id>.mp4 and run "
             "with generate=false")
@@ -131,7 +131,7 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
     if lp.lpips_backbone or lp.lpips_linear:
         if not (lp.lpips_backbone and lp.lpips_linear):
             missing = "frames.lpips_linear" if lp.lpips_backbone else "frames.lpips_backbone"
-            raise ValueError(f"{missing}: required for LPIPS (the torchvision backbone and the lpips linear heads)")
+            raise UserError(f"{missing}: required for LPIPS (the torchvision backbone and the lpips linear heads)")
         model = load_lpips(lp.lpips_net, lp.lpips_backbone, lp.lpips_linear)
         evaluators.append(LPIPSEvaluator(LPIPSMetric(model, lp.lpips_batch_size), lp.lpips_net))
         header["lpips_weights"] = (f"{lp.lpips_net}: {lp.lpips_backbone} (sha256 {sha256_file(lp.lpips_backbone)}), "
@@ -151,7 +151,7 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
         skipped.append(Skipped("pose accuracy", "disabled (pose_metrics.enabled=false)"))
     else:
         if not 0.0 <= cfg.pose_metrics.score_threshold < 1.0:
-            raise ValueError(f"pose_metrics.score_threshold={cfg.pose_metrics.score_threshold}: must be in [0, 1)")
+            raise UserError(f"pose_metrics.score_threshold={cfg.pose_metrics.score_threshold}: must be in [0, 1)")
         if pose_tools is None:
             try:
                 pose_tools = pose_tools_from_package(cfg, alignment)
@@ -172,16 +172,12 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     `pose_tools` (body detector, driving-pose extractor) replace the pose package's;
     `command` is recorded in the header."""
     start = time.time()
-    commit = git_commit(REPO_ROOT)  # before JAX starts its threads (git runs in a subprocess)
-    if OmegaConf.is_missing(cfg, "output_dir") or not cfg.output_dir:
-        raise ValueError("output_dir: required (where report.md, report.json and the plots go)")
-    if OmegaConf.is_missing(cfg.dataset, "root") or not cfg.dataset.root:
-        raise ValueError("dataset.root: required (the benchmark folder: <root>/<clip_id>/reference.png, "
-                         "driving.mp4, ground_truth.mp4)")
+    code = code_version()  # before JAX starts its threads (git runs in a subprocess)
     _check_generate(cfg)
-    out_dir = Path(cfg.output_dir)
-    if out_dir.exists() and not cfg.overwrite:
-        raise FileExistsError(f"output_dir={out_dir} exists; choose another or set overwrite=true")
+    inputs = {"dataset.root": cfg.dataset.root, "dataset.generated_dir": cfg.dataset.generated_dir,
+              "fvd.torch_weights": cfg.fvd.torch_weights, "frames.fid_extractor": cfg.frames.fid_extractor,
+              "frames.lpips_backbone": cfg.frames.lpips_backbone, "frames.lpips_linear": cfg.frames.lpips_linear}
+    out_dir = check_output(cfg.out, inputs=inputs, overwrite=cfg.overwrite)
     alignment = Alignment(cfg.alignment.sample_stride, cfg.alignment.leading_reference_frame)
     clips = discover(cfg.dataset.root, cfg.dataset.generated_dir, cfg.dataset.max_clips)
     for clip in clips:
@@ -204,7 +200,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
             skipped.append(Skipped(name.upper(), f"not computed: fewer than 2 {unit} on a side ({counts})"))
     details = {e.name: e.details() for e in evaluators}
     header = {
-        "commit": commit,
+        "code": code,
         "command": command or "(library call)",
         "checkpoint": ("n/a: videos already generated (generate=false); generated video sha256 in report.json"),
         "seed": (cfg.seed if cfg.generate else f"{cfg.seed} (recorded; the videos were generated before this run, "
@@ -223,7 +219,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     details["clips"] = {c.clip_id: {**frames_per_clip[c.clip_id], "generated_sha256": sha256_file(c.generated)}
                         for c in clips}
 
-    with atomic_folder(out_dir, overwrite=cfg.overwrite, param="output_dir") as tmp:
+    with atomic_folder(out_dir, overwrite=cfg.overwrite) as tmp:
         written = _plots(evaluators, cfg, tmp)
         header["runtime"] = f"{time.time() - start:.1f} s"
         write_report(tmp, header, results, skipped, details, written)

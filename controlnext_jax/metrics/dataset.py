@@ -27,6 +27,8 @@ import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
+from controlnext_jax.errors import UserError
+
 REQUIRED = ("reference.png", "driving.mp4", "ground_truth.mp4")
 
 
@@ -58,17 +60,17 @@ def discover(root: str | Path, generated_dir: str | Path | None = None, max_clip
     """Every `<root>/<clip_id>/` folder, sorted by id, checked for the required files."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset.root={root}: not a folder")
+        raise UserError(f"dataset.root={root}: not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise FileNotFoundError(f"dataset.root={root}: no clip folders (<root>/<clip_id>/{', '.join(REQUIRED)})")
+        raise UserError(f"dataset.root={root}: no clip folders (<root>/<clip_id>/{', '.join(REQUIRED)})")
     if max_clips < 0:
-        raise ValueError(f"dataset.max_clips={max_clips}: must be >= 0 (0 = all)")
+        raise UserError(f"dataset.max_clips={max_clips}: must be >= 0 (0 = all)")
     clips = []
     for folder in folders[: max_clips or None]:
         missing = [name for name in REQUIRED if not (folder / name).is_file()]
         if missing:
-            raise FileNotFoundError(f"clip {folder}: missing {', '.join(missing)}")
+            raise UserError(f"clip {folder}: missing {', '.join(missing)}")
         generated = (Path(generated_dir) / f"{folder.name}.mp4") if generated_dir else folder / "generated.mp4"
         clips.append(ClipFiles(folder.name, folder, generated if generated.is_file() else None))
     return clips
@@ -78,7 +80,7 @@ def read_video(path: Path) -> np.ndarray:
     """(t, h, w, 3) uint8 frames of a video file."""
     frames = np.asarray(iio.imread(path, plugin="FFMPEG"))
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"{path}: expected an RGB video, got frames of shape {frames.shape}")
+        raise UserError(f"{path}: expected an RGB video, got frames of shape {frames.shape}")
     return frames
 
 
@@ -105,7 +107,7 @@ class Alignment:
 
     def __post_init__(self):
         if self.sample_stride < 1:
-            raise ValueError(f"alignment.sample_stride={self.sample_stride}: must be >= 1")
+            raise UserError(f"alignment.sample_stride={self.sample_stride}: must be >= 1")
 
     @property
     def first(self) -> int:
@@ -138,7 +140,7 @@ def align_clip(clip: ClipFiles, generated: np.ndarray, alignment: Alignment) -> 
     gt = read_video(clip.ground_truth)
     idx = alignment.source_indices(len(generated), len(gt))
     if len(idx) == 0:
-        raise ValueError(f"clip {clip.clip_id}: no generated frame has a ground-truth frame "
+        raise UserError(f"clip {clip.clip_id}: no generated frame has a ground-truth frame "
                          f"({len(generated)} generated, {len(gt)} ground truth)")
     height, width = generated.shape[1:3]
     gen_aligned = generated[alignment.first: alignment.first + len(idx)]
@@ -147,10 +149,10 @@ def align_clip(clip: ClipFiles, generated: np.ndarray, alignment: Alignment) -> 
         with np.load(clip.driving_poses) as data:
             keypoints, scores = np.asarray(data["keypoints"], np.float64), np.asarray(data["scores"], np.float64)
         if keypoints.ndim != 3 or keypoints.shape[1:] != (18, 2) or scores.shape != keypoints.shape[:2]:
-            raise ValueError(f"{clip.driving_poses}: keypoints must be (F, 18, 2) and scores (F, 18), "
+            raise UserError(f"{clip.driving_poses}: keypoints must be (F, 18, 2) and scores (F, 18), "
                              f"got {keypoints.shape} and {scores.shape}")
         if len(keypoints) < len(generated):
-            raise ValueError(f"{clip.driving_poses}: {len(keypoints)} poses for {len(generated)} generated frames")
+            raise UserError(f"{clip.driving_poses}: {len(keypoints)} poses for {len(generated)} generated frames")
         # one row per generated frame, like the pose sequence the model received
         sl = slice(alignment.first, alignment.first + len(idx))
         poses = (keypoints[sl], scores[sl])

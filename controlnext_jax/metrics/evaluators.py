@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics import frame_metrics, pose_metrics, seams
 from controlnext_jax.metrics.dataset import AlignedClip
 from controlnext_jax.metrics.fid import FrameFeatures
@@ -164,9 +165,9 @@ class PoseEvaluator:
         elif self.driving_poses is not None:
             (tkp, tsc), source = self.driving_poses(clip), "extracted with controlnext_jax.pose (reference-aligned)"
         else:
-            raise ValueError(f"clip {clip.clip_id}: no driving_poses.npz and no pose extractor for the driving video")
+            raise UserError(f"clip {clip.clip_id}: no driving_poses.npz and no pose extractor for the driving video")
         if tkp.shape != kp.shape or tsc.shape != sc.shape:
-            raise ValueError(f"clip {clip.clip_id}: {tkp.shape[0]} target poses for {kp.shape[0]} aligned frames")
+            raise UserError(f"clip {clip.clip_id}: {tkp.shape[0]} target poses for {kp.shape[0]} aligned frames")
         self.target_sources[clip.clip_id] = source
         self.pred.append(kp * pixels)
         self.pred_scores.append(sc)
@@ -210,10 +211,10 @@ class SeamEvaluator:
 
     def __post_init__(self):
         if self.batch_frames < 1 or not 0 <= self.overlap < self.batch_frames:
-            raise ValueError(f"sampling.batch_frames={self.batch_frames}, sampling.overlap={self.overlap}: need "
+            raise UserError(f"sampling.batch_frames={self.batch_frames}, sampling.overlap={self.overlap}: need "
                              "batch_frames >= 1 and 0 <= overlap < batch_frames")
         if self.radius < 1:
-            raise ValueError(f"seams.radius={self.radius}: must be >= 1")
+            raise UserError(f"seams.radius={self.radius}: must be >= 1")
 
     def update(self, clip: AlignedClip) -> None:
         boundaries = seams.boundary_transitions(len(clip.generated), self.batch_frames, self.overlap)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from controlnext_jax.errors import UserError
+
 
 class FrameFeatures:
     """Batched features of uint8 (n, h, w, 3) frames through a TorchScript detector."""
@@ -27,13 +29,13 @@ class FrameFeatures:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"frames.fid_extractor: file {path} does not exist")
+            raise UserError(f"frames.fid_extractor: file {path} does not exist")
         if batch_size < 1:
-            raise ValueError(f"frames.fid_batch_size={batch_size}: must be >= 1")
+            raise UserError(f"frames.fid_batch_size={batch_size}: must be >= 1")
         try:
             self.module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:  # not a TorchScript archive
-            raise ValueError(f"frames.fid_extractor: {path} is not a TorchScript module ({e})") from e
+            raise UserError(f"frames.fid_extractor: {path} is not a TorchScript module ({e})") from e
         self.path, self.batch_size, self._torch = path, batch_size, torch
 
     def __call__(self, frames: Iterable[np.ndarray]) -> np.ndarray:

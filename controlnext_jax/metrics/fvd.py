@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics.frechet import frechet_distance_from_features
 from controlnext_jax.metrics.i3d import INPUT_SIZE, MIN_FRAMES, InceptionI3d
 
@@ -36,11 +37,11 @@ class ClipSampling:
 
     def __post_init__(self):
         if self.clip_length < MIN_FRAMES:
-            raise ValueError(f"fvd.clip_length={self.clip_length}: must be >= {MIN_FRAMES} (I3D's temporal pooling)")
+            raise UserError(f"fvd.clip_length={self.clip_length}: must be >= {MIN_FRAMES} (I3D's temporal pooling)")
         if self.frame_stride < 1:
-            raise ValueError(f"fvd.frame_stride={self.frame_stride}: must be >= 1")
+            raise UserError(f"fvd.frame_stride={self.frame_stride}: must be >= 1")
         if self.max_clips < 0:
-            raise ValueError(f"fvd.max_clips={self.max_clips}: must be >= 0 (0 = every clip that fits)")
+            raise UserError(f"fvd.max_clips={self.max_clips}: must be >= 0 (0 = every clip that fits)")
 
     @property
     def span(self) -> int:
@@ -91,7 +92,7 @@ class I3DEmbedder:
 
     def __init__(self, model: InceptionI3d, batch_size: int = 8, half_pixel_centers: bool = False):
         if batch_size < 1:
-            raise ValueError(f"fvd.batch_size={batch_size}: must be >= 1")
+            raise UserError(f"fvd.batch_size={batch_size}: must be >= 1")
         self.batch_size = batch_size
         graphdef, self._state = nnx.split(model)
 

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from controlnext_jax.checkpoint.torch_files import StateDictFile
+from controlnext_jax.errors import UserError
 
 SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -44,7 +45,7 @@ NETS = {"alex": (ALEX, 3), "vgg": (VGG16, 2)}  # layout, max-pool kernel (stride
 class LPIPS(nnx.Module):
     def __init__(self, net: str = "alex", *, rngs: nnx.Rngs):
         if net not in NETS:
-            raise ValueError(f"frames.lpips_net={net!r}: must be one of {sorted(NETS)}")
+            raise UserError(f"frames.lpips_net={net!r}: must be one of {sorted(NETS)}")
         layout, self.pool = NETS[net]
         self.layout = [step for step in layout]
         self.features = nnx.Dict({str(s[1]): nnx.Conv(s[2], s[3], (s[4], s[4]), strides=s[5],
@@ -77,7 +78,7 @@ class LPIPS(nnx.Module):
 def _torch_state_dict(path: str | Path, what: str) -> StateDictFile:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what}: file {path} does not exist")
+        raise UserError(f"{what}: file {path} does not exist")
     return StateDictFile(path)  # torch.load(weights_only=True), or safetensors
 
 
@@ -91,7 +92,7 @@ def load_lpips(net: str, backbone: str | Path, linear: str | Path) -> LPIPS:
         # torch (out, in, h, w) -> ours (h, w, in, out); biases as they are
         expected = (target[3], target[2], target[0], target[1]) if len(target) == 4 else target
         if array.shape != expected:
-            raise ValueError(f"{where}: {key} has shape {array.shape}, expected {expected}")
+            raise UserError(f"{where}: {key} has shape {array.shape}, expected {expected}")
         array = np.asarray(array, np.float32)
         var.set_value(jnp.asarray(np.transpose(array, (2, 3, 1, 0)) if array.ndim == 4 else array))
 
@@ -99,12 +100,12 @@ def load_lpips(net: str, backbone: str | Path, linear: str | Path) -> LPIPS:
         for leaf, name in (("kernel", "weight"), ("bias", "bias")):
             tkey = f"features.{key}.{name}"
             if tkey not in bb:
-                raise ValueError(f"frames.lpips_backbone: {backbone} lacks {tkey} (not a torchvision {net} state dict)")
+                raise UserError(f"frames.lpips_backbone: {backbone} lacks {tkey} (not a torchvision {net} state dict)")
             assign(getattr(conv, leaf), bb[tkey], "frames.lpips_backbone", tkey)
     for i, conv in enumerate(model.lin):
         tkey = f"lin{i}.model.1.weight"
         if tkey not in lin:
-            raise ValueError(f"frames.lpips_linear: {linear} lacks {tkey} (not an lpips v0.1 {net} file)")
+            raise UserError(f"frames.lpips_linear: {linear} lacks {tkey} (not an lpips v0.1 {net} file)")
         assign(conv.kernel, lin[tkey], "frames.lpips_linear", tkey)
     return model
 
@@ -114,7 +115,7 @@ class LPIPSMetric:
 
     def __init__(self, model: LPIPS, batch_size: int = 8):
         if batch_size < 1:
-            raise ValueError(f"frames.lpips_batch_size={batch_size}: must be >= 1")
+            raise UserError(f"frames.lpips_batch_size={batch_size}: must be >= 1")
         graphdef, self._state = nnx.split(model)
         self.batch_size = batch_size
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.pose.types import BODY_NAMES, VISIBLE_SCORE, Pose
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ ALIGN_BODY_POINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
 MIN_REFERENCE_POINTS = 2  # a line through fewer points is not determined
 
 
-class ReferencePoseError(ValueError):
+class ReferencePoseError(UserError):
     """The reference image has no person to align to."""
 
 
@@ -86,7 +87,7 @@ def fit_rescale(reference: Pose, driving: Sequence[Pose], video_hw: tuple[int, i
     frames = drv.shape[0]
     y_drv, y_ref = drv[:, :, 1].ravel(), np.tile(ref[:, 1], frames)
     if not np.all(np.isfinite(y_drv)) or np.ptp(y_drv) == 0:
-        raise ValueError("video: the driving body keypoints used for alignment do not span "
+        raise UserError("video: the driving body keypoints used for alignment do not span "
                          "any height, so no rescale can be fitted; use align=none")
     ay, by = np.polyfit(y_drv, y_ref, 1)
     video_h, video_w = video_hw

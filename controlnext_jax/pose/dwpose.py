@@ -23,6 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.pose.types import VISIBLE_SCORE, Pose
 
 DET_SIZE = (640, 640)  # (rows, cols)
@@ -194,13 +195,13 @@ def _providers(device: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if device == "cuda":
         if "CUDAExecutionProvider" not in available:
-            raise ValueError("pose.device=cuda but onnxruntime has no CUDAExecutionProvider "
+            raise UserError("pose.device=cuda but onnxruntime has no CUDAExecutionProvider "
                              f"(available: {available}); install onnxruntime-gpu or use auto/cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "auto":
         return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + [
             "CPUExecutionProvider"]
-    raise ValueError(f"pose.device must be one of auto, cpu, cuda; got {device!r}")
+    raise UserError(f"pose.device must be one of auto, cpu, cuda; got {device!r}")
 
 
 class DWPoseDetector:
@@ -212,7 +213,7 @@ class DWPoseDetector:
 
         for name, path in (("pose.det_model", det_model), ("pose.pose_model", pose_model)):
             if not path or not os.path.isfile(path):
-                raise FileNotFoundError(f"{name}: ONNX file not found: {path!r} (the DWPose "
+                raise UserError(f"{name}: ONNX file not found: {path!r} (the DWPose "
                                         "release's yolox_l.onnx / dw-ll_ucoco_384.onnx)")
         options = ort.SessionOptions()
         if num_threads:

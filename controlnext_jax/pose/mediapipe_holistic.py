@@ -23,6 +23,7 @@ import warnings
 
 import numpy as np
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.pose.types import FACE, FEET, LEFT_HAND, NUM_KEYPOINTS, RIGHT_HAND, VISIBLE_SCORE, Pose
 
 # OpenPose body index -> BlazePose landmark index (neck is the shoulders' mean).
@@ -102,7 +103,7 @@ class MediaPipeHolisticDetector:
         for name, v in (("pose.min_detection_confidence", min_detection_confidence),
                         ("pose.face_score", face_score), ("pose.hand_score", hand_score)):
             if not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+                raise UserError(f"{name} must be in [0, 1], got {v}")
         self.min_detection_confidence = float(min_detection_confidence)
         self.tracking = bool(tracking)
         self.face_score = float(face_score)

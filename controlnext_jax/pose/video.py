@@ -24,6 +24,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from controlnext_jax.atomic_io import atomic_file
+from controlnext_jax.errors import UserError
 from controlnext_jax.pose.align import Rescale, fit_rescale, reference_points
 from controlnext_jax.pose.render import draw_pose
 from controlnext_jax.pose.retarget import reference_bone_lengths, retarget
@@ -47,9 +48,9 @@ def check_int(name: str, value) -> int:
     """An endpoint integer parameter, or a clear error naming it and its range."""
     low, high = LIMITS[name]
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        raise UserError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+        raise UserError(f"{name} must be in [{low}, {high}], got {value}")
     return int(value)
 
 
@@ -59,12 +60,12 @@ def load_image(path: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"image: file not found: {path!r}")
+        raise UserError(f"image: file not found: {path!r}")
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"image: cannot read {path!r} as an image ({e})") from e
+        raise UserError(f"image: cannot read {path!r} as an image ({e})") from e
 
 
 def cover_size(image_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int]:
@@ -135,11 +136,11 @@ def probe_video(path: str) -> VideoInfo:
     import imageio.v2 as iio
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"video: file not found: {path!r}")
+        raise UserError(f"video: file not found: {path!r}")
     try:
         reader = iio.get_reader(path, format="FFMPEG")
     except Exception as e:  # imageio raises several types for unreadable files
-        raise ValueError(f"video: cannot open {path!r} as a video ({e})") from e
+        raise UserError(f"video: cannot open {path!r} as a video ({e})") from e
     try:
         meta = reader.get_meta_data()
         w, h = meta["size"]
@@ -211,7 +212,7 @@ def align_poses(reference: Pose, driving: list[Pose], align: str, video_hw: tupl
                 target_hw: tuple[int, int]) -> tuple[list[Pose], Rescale]:
     """Driving poses (driving-normalised) -> reference-normalised, by `align`."""
     if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
+        raise UserError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
     if align == "none":
         return driving, Rescale.identity()
     rescale = fit_rescale(reference, driving, video_hw, target_hw)
@@ -231,7 +232,7 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
     max_frame_num = check_int("max_frame_num", max_frame_num)
     sample_stride = check_int("sample_stride", sample_stride)
     if align not in ALIGN_MODES:
-        raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
+        raise UserError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
     info = probe_video(video_path)
 
     reference_image = prepare_reference(image, height, width)

@@ -14,22 +14,23 @@ from pathlib import Path
 import torch
 import yaml
 
+from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.testing.torch_random import randomize_
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+MODEL_CONFIG_DIR = CONFIG_DIR / "model"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def model_configs(name: str = "tiny") -> dict:
     """The component configs of `configs/model/<name>.yaml`."""
-    return with_scheduler(yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()))
+    return with_scheduler(yaml.safe_load((MODEL_CONFIG_DIR / f"{name}.yaml").read_text()))
 
 
 def with_scheduler(configs: dict) -> dict:
     """Sizeless model configs (tiny.yaml) share SVD-XT's scheduler."""
     if "scheduler" not in configs:
-        configs = {**configs, "scheduler": yaml.safe_load((CONFIG_DIR / "svd_xt.yaml").read_text())["scheduler"]}
+        configs = {**configs, "scheduler": yaml.safe_load((MODEL_CONFIG_DIR / "svd_xt.yaml").read_text())["scheduler"]}
     return configs
 
 
