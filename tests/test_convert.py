@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -153,7 +154,7 @@ def test_bfloat16_storage_in_many_parts(sources, tmp_path, monkeypatch):
 def _convert_fails(root, configs, tmp_path, match, **kw):
     args = dict(svd=root / "svd", controlnext=root / "controlnet.bin", out=tmp_path / "out")
     args.update(kw)
-    with pytest.raises((CheckpointError, ValueError, FileNotFoundError), match=match):
+    with pytest.raises(CheckpointError, match=match):
         convert_checkpoint(args.pop("svd"), args.pop("controlnext"), args.pop("out"),
                            controlnext_config=configs["controlnext"], log=lambda *_: None, **args)
     assert not (tmp_path / "out").exists()
@@ -198,16 +199,30 @@ def test_unknown_key_and_shape_mismatch(sources, tmp_path):
 
 
 class _Payload:
+    """Unpickling this runs a shell command that creates the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned > /dev/null",))
+        return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
-def test_pickle_with_code_is_refused(sources, tmp_path):
+@pytest.mark.parametrize("fmt", ["torch.save", "pickle"])
+def test_pickle_with_code_is_refused(sources, tmp_path, fmt):
+    # a controlnet.bin carrying code, in torch's zip format and as a bare (legacy-format) pickle
     root, configs, models, _ = sources
-    state = dict(models["controlnext"].state_dict())
-    with open(tmp_path / "evil.bin", "wb") as f:
-        pickle.dump({**state, "x": _Payload()}, f)
-    _convert_fails(root, configs, tmp_path, "evil.bin: cannot load.*weights_only=True", controlnext=tmp_path / "evil.bin")
+    marker = tmp_path / "payload_ran"
+    state = {**models["controlnext"].state_dict(), "x": _Payload(marker)}
+    evil = tmp_path / "evil.bin"
+    if fmt == "torch.save":
+        torch.save(state, evil)
+    else:
+        with open(evil, "wb") as f:
+            pickle.dump(state, f)
+    _convert_fails(root, configs, tmp_path, "evil.bin: cannot load.*weights_only=True", controlnext=evil)
+    # refused before the payload could run (an unrestricted unpickler runs it, then fails or not)
+    assert not marker.exists()
 
 
 def test_cli_reports_bad_dtype_and_existing_output(sources, converted):

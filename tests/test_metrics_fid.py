@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.frechet import frechet_distance_from_features
 
@@ -46,7 +47,7 @@ def test_features_match_the_module_and_batching(extractor):
 
 
 def test_bad_extractor_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="fid_extractor"):
+    with pytest.raises(UserError, match="fid_extractor: file .*missing.pt does not exist"):
         FrameFeatures(tmp_path / "missing.pt")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not torchscript")

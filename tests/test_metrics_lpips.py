@@ -7,10 +7,11 @@ spatial mean, sum over layers."""
 
 import numpy as np
 import pytest
+import torch
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 ALEX_TAPS = (1, 4, 7, 9, 11)  # ReLU indices in torchvision alexnet.features
@@ -92,7 +93,7 @@ def test_lpips_weight_errors(tmp_path):
                tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"features.0.weight has shape \(64, 3, 3, 3\), expected \(64, 3, 11, 11\)"):
         load_lpips("alex", tmp_path / "bad.pth", tmp_path / "bad.pth")
-    with pytest.raises(FileNotFoundError, match="lpips_backbone"):
+    with pytest.raises(UserError, match="lpips_backbone: file .*missing.pth does not exist"):
         load_lpips("alex", tmp_path / "missing.pth", tmp_path / "bad.pth")
     with pytest.raises(ValueError, match="lpips_net"):
         load_lpips("squeeze", tmp_path / "bad.pth", tmp_path / "bad.pth")

@@ -4,16 +4,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from skimage import data as skimage_data
 
-skimage_data = pytest.importorskip("skimage.data")
-
-from controlnext_jax.pose.mediapipe_holistic import (  # noqa: E402
+from controlnext_jax.pose.mediapipe_holistic import (
     BLAZEPOSE_FOR_OPENPOSE_BODY,
     FACE_MESH_FOR_300W,
     MediaPipeHolisticDetector,
     holistic_to_pose,
 )
-from controlnext_jax.pose.types import FACE, LEFT_HAND, RIGHT_HAND  # noqa: E402
+from controlnext_jax.pose.types import FACE, LEFT_HAND, RIGHT_HAND
 
 
 @pytest.fixture(scope="module")
