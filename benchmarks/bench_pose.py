@@ -94,7 +94,7 @@ def compute_matched_models(directory: str) -> tuple[str, str]:
 
 def tiny_models(directory: str) -> tuple[str, str]:
     """Random-weight models with one planted person box (so one crop is run)."""
-    from controlnext_jax.pose import random_onnx as ro
+    from controlnext_jax.testing import random_onnx as ro
 
     prior = ro.empty_detector_prior()
     ro.plant_box(prior, (150, 60, 400, 600), 0.9)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from controlnext_jax.errors import UserError
-from controlnext_jax.pose import random_onnx as ro
 from controlnext_jax.pose.dwpose import DWPoseDetector, _providers, decode_simcc, nms
+from controlnext_jax.testing import random_onnx as ro
 
 FRAME_HW = (360, 480)
 RATIO = min(640 / FRAME_HW[0], 640 / FRAME_HW[1])  # letterbox scale, 4/3
