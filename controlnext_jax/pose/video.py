@@ -27,7 +27,7 @@ from controlnext_jax.atomic_io import atomic_file
 from controlnext_jax.errors import UserError
 from controlnext_jax.pose.align import Rescale, fit_rescale, reference_points
 from controlnext_jax.pose.render import draw_pose
-from controlnext_jax.pose.retarget import reference_bone_lengths, retarget
+from controlnext_jax.pose.retarget import ReferenceSkeleton, retarget
 from controlnext_jax.pose.types import Pose
 
 ALIGN_MODES = ("rescale", "retarget", "none")
@@ -218,8 +218,8 @@ def align_poses(reference: Pose, driving: list[Pose], align: str, video_hw: tupl
     rescale = fit_rescale(reference, driving, video_hw, target_hw)
     aligned = [rescale.apply(p) for p in driving]
     if align == "retarget":
-        lengths = reference_bone_lengths(reference, target_hw)
-        aligned = [retarget(p, reference, target_hw, lengths) for p in aligned]
+        skeleton = ReferenceSkeleton.of(reference, target_hw)
+        aligned = [retarget(p, skeleton, target_hw) for p in aligned]
     return aligned, rescale
 
 
