@@ -24,7 +24,6 @@ _STEM_WIDTH = 64
 _STEM_GROUPS = 2
 _MID_GROUPS = 8
 _TORCH_GN_EPS = 1e-5  # nn.GroupNorm default, used by the stem and the mid convs
-_RESNET_EPS = 1e-6  # diffusers ResnetBlock2D default
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class ControlNeXtSDVModel(nnx.Module):
             Activation("relu"),
         ])
         self.down_res = nnx.List([
-            ResnetBlock2D(cin, cout, temb_channels=c.time_embed_dim, groups=g, eps=_RESNET_EPS, **kw)
+            ResnetBlock2D(cin, cout, temb_channels=c.time_embed_dim, groups=g, **kw)  # diffusers' default eps, as the release
             for cin, cout, g in zip(c.in_channels, c.out_channels, c.groups)])
         self.down_sample = nnx.List([Downsample2D(cout, cout, padding=1, **kw) for cout in c.out_channels])
         width = c.out_channels[-1]

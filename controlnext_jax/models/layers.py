@@ -19,6 +19,9 @@ from flax import nnx
 
 Dtype = jnp.dtype | type
 
+# diffusers' `norm_num_groups`: every GroupNorm of the SVD UNet and VAE has 32 groups
+NORM_GROUPS = 32
+
 
 class GroupNorm(nnx.Module):
     """torch.nn.GroupNorm over channels-last input of any rank.

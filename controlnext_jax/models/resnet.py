@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from controlnext_jax.models.layers import Conv, Dtype, GroupNorm, Linear
+from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm, Linear
 
 
 class ResnetBlock2D(nnx.Module):
     """diffusers ResnetBlock2D with `time_embedding_norm="default"`, SiLU, pre-norm."""
 
     def __init__(self, in_channels: int, out_channels: int | None = None, *, temb_channels: int | None = 512,
-                 groups: int = 32, groups_out: int | None = None, eps: float = 1e-6,
+                 groups: int = NORM_GROUPS, groups_out: int | None = None, eps: float = 1e-6,
                  output_scale_factor: float = 1.0, dtype: Dtype | None = None,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         out_channels = out_channels or in_channels
@@ -76,10 +76,10 @@ class TemporalResnetBlock(nnx.Module):
                  rngs: nnx.Rngs):
         out_channels = out_channels or in_channels
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.norm1 = GroupNorm(32, in_channels, epsilon=eps, param_dtype=param_dtype, rngs=rngs)
+        self.norm1 = GroupNorm(NORM_GROUPS, in_channels, epsilon=eps, param_dtype=param_dtype, rngs=rngs)
         self.conv1 = Conv(in_channels, out_channels, (3, 1, 1), padding=(1, 0, 0), **kw)
         self.time_emb_proj = Linear(temb_channels, out_channels, **kw) if temb_channels else None
-        self.norm2 = GroupNorm(32, out_channels, epsilon=eps, param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = GroupNorm(NORM_GROUPS, out_channels, epsilon=eps, param_dtype=param_dtype, rngs=rngs)
         self.conv2 = Conv(out_channels, out_channels, (3, 1, 1), padding=(1, 0, 0), **kw)
         self.conv_shortcut = (Conv(in_channels, out_channels, (1, 1, 1), **kw)
                               if in_channels != out_channels else None)

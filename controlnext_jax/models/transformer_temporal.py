@@ -14,7 +14,7 @@ from flax import nnx
 
 from controlnext_jax.models.attention import Attention, FeedForward
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
-from controlnext_jax.models.layers import Dtype, GroupNorm, LayerNorm, Linear
+from controlnext_jax.models.layers import NORM_GROUPS, Dtype, GroupNorm, LayerNorm, Linear
 from controlnext_jax.models.resnet import AlphaBlender
 
 
@@ -103,7 +103,7 @@ class TransformerSpatioTemporalModel(nnx.Module):
             raise ValueError(f"TransformerSpatioTemporalModel: heads*head_dim={inner} must equal "
                              f"in_channels={in_channels}")
         self.in_channels = in_channels
-        self.norm = GroupNorm(32, in_channels, epsilon=1e-6, param_dtype=param_dtype, rngs=rngs)
+        self.norm = GroupNorm(NORM_GROUPS, in_channels, epsilon=1e-6, param_dtype=param_dtype, rngs=rngs)
         self.proj_in = Linear(in_channels, inner, **kw)
         self.transformer_blocks = nnx.List([
             BasicTransformerBlock(inner, num_attention_heads, attention_head_dim,

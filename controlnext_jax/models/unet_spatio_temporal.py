@@ -17,7 +17,7 @@ from flax import nnx
 
 from controlnext_jax.models.control_injection import inject_control
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
-from controlnext_jax.models.layers import Conv, Dtype, GroupNorm
+from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm
 from controlnext_jax.models.unet_blocks import (
     CrossAttnDownBlockSpatioTemporal,
     CrossAttnUpBlockSpatioTemporal,
@@ -147,7 +147,7 @@ class UNetSpatioTemporalConditionModel(nnx.Module):
                 up.append(UpBlockSpatioTemporal(cin, prev, cout, temb, **common))
         self.up_blocks = nnx.List(up)
 
-        self.conv_norm_out = GroupNorm(32, boc[0], epsilon=1e-5, param_dtype=param_dtype, rngs=rngs)
+        self.conv_norm_out = GroupNorm(NORM_GROUPS, boc[0], epsilon=1e-5, param_dtype=param_dtype, rngs=rngs)
         self.conv_out = Conv(boc[0], config.out_channels, 3, padding=1, **kw)
 
     def _run(self, block: nnx.Module, *args, **static):

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from controlnext_jax.models.attention import Attention
-from controlnext_jax.models.layers import Conv, Dtype, GroupNorm
+from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm
 from controlnext_jax.models.resnet import Downsample2D, ResnetBlock2D, SpatioTemporalResBlock, Upsample2D
 
-_NORM_GROUPS = 32
 _EPS = 1e-6
 _TEMPORAL_EPS = 1e-5
 _DOWN_BLOCK_TYPES = ("DownEncoderBlock2D",)
@@ -88,7 +87,7 @@ class DownEncoderBlock2D(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.resnets = nnx.List([
             ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, temb_channels=None,
-                          groups=_NORM_GROUPS, eps=_EPS, **kw)
+                          groups=NORM_GROUPS, eps=_EPS, **kw)
             for i in range(num_layers)])
         self.downsamplers = nnx.List([Downsample2D(out_channels, padding=0, **kw)]) if add_downsample else None
 
@@ -106,10 +105,10 @@ class UNetMidBlock2D(nnx.Module):
     def __init__(self, channels: int, *, dtype: Dtype | None, param_dtype: Dtype, rngs: nnx.Rngs):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.attentions = nnx.List([
-            Attention(channels, heads=1, dim_head=channels, bias=True, norm_num_groups=_NORM_GROUPS, eps=_EPS,
+            Attention(channels, heads=1, dim_head=channels, bias=True, norm_num_groups=NORM_GROUPS, eps=_EPS,
                       residual_connection=True, **kw)])
         self.resnets = nnx.List([
-            ResnetBlock2D(channels, channels, temb_channels=None, groups=_NORM_GROUPS, eps=_EPS, **kw)
+            ResnetBlock2D(channels, channels, temb_channels=None, groups=NORM_GROUPS, eps=_EPS, **kw)
             for _ in range(2)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -130,7 +129,7 @@ class Encoder(nnx.Module):
                                add_downsample=i < len(ch) - 1, **kw)
             for i in range(len(ch))])
         self.mid_block = UNetMidBlock2D(ch[-1], **kw)
-        self.conv_norm_out = GroupNorm(_NORM_GROUPS, ch[-1], epsilon=_EPS, param_dtype=param_dtype, rngs=rngs)
+        self.conv_norm_out = GroupNorm(NORM_GROUPS, ch[-1], epsilon=_EPS, param_dtype=param_dtype, rngs=rngs)
         self.conv_out = Conv(ch[-1], 2 * config.latent_channels, 3, padding=1, **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,7 +166,7 @@ class MidBlockTemporalDecoder(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.resnets = nnx.List([_st_resblock(channels, channels, kw) for _ in range(num_layers)])
         self.attentions = nnx.List([
-            Attention(channels, heads=1, dim_head=channels, bias=True, norm_num_groups=_NORM_GROUPS, eps=_EPS,
+            Attention(channels, heads=1, dim_head=channels, bias=True, norm_num_groups=NORM_GROUPS, eps=_EPS,
                       residual_connection=True, **kw)])
 
     def __call__(self, x: jax.Array, num_frames: int) -> jax.Array:
@@ -208,7 +207,7 @@ class TemporalDecoder(nnx.Module):
             UpBlockTemporalDecoder(rev[max(i - 1, 0)], rev[i], num_layers=config.layers_per_block + 1,
                                    add_upsample=i < len(ch) - 1, **kw)
             for i in range(len(ch))])
-        self.conv_norm_out = GroupNorm(_NORM_GROUPS, ch[0], epsilon=_EPS, param_dtype=param_dtype, rngs=rngs)
+        self.conv_norm_out = GroupNorm(NORM_GROUPS, ch[0], epsilon=_EPS, param_dtype=param_dtype, rngs=rngs)
         self.conv_out = Conv(ch[0], config.out_channels, 3, padding=1, **kw)
         self.time_conv_out = Conv(config.out_channels, config.out_channels, (3, 1, 1), padding=(1, 0, 0), **kw)
 

@@ -15,11 +15,10 @@ import torch
 import yaml
 
 from controlnext_jax.cli import CONFIG_DIR
+from controlnext_jax.models.clip_preprocess import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD
 from controlnext_jax.testing.torch_random import randomize_
 
 MODEL_CONFIG_DIR = CONFIG_DIR / "model"
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def model_configs(name: str = "tiny") -> dict:
@@ -64,8 +63,8 @@ def write_svd_folder(root: str | Path, models: dict[str, torch.nn.Module], confi
             module = _half_copy(module)
         module.save_pretrained(root / name, safe_serialization=True, variant=variant)
     EulerDiscreteScheduler.from_config(configs["scheduler"]).save_pretrained(root / "scheduler")
-    CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}, image_mean=CLIP_MEAN,
-                       image_std=CLIP_STD).save_pretrained(root / "feature_extractor")
+    CLIPImageProcessor(crop_size=CLIP_IMAGE_SIZE, size={"shortest_edge": CLIP_IMAGE_SIZE},
+                       image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(root / "feature_extractor")
     return root
 
 
