@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from controlnext_jax.atomic_io import atomic_folder, check_output, sha256_file
 from controlnext_jax.checkpoint.store import FORMAT, PIPELINE_FILE, save_params
@@ -148,7 +149,10 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
         for name in order:
             start = time.perf_counter()
             report = reports[name]
-            save_params(tmp / name, converted_arrays(plans[name], dtype, report))
+            # a bar on a terminal only (tqdm's disable=None): logs and tests keep the one-line summaries
+            arrays = tqdm(converted_arrays(plans[name], dtype, report), total=len(plans[name]), unit="tensor",
+                          desc=f"[convert] {name}", leave=False, disable=None)
+            save_params(tmp / name, arrays)
             log(f"[convert] {name}: {report.num_keys} tensors, {report.num_params / 1e6:.1f}M parameters, "
                 f"{len(report.overridden)} overridden, {len(report.ignored)} ignored "
                 f"({time.perf_counter() - start:.1f}s)")

@@ -16,6 +16,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import save_file
+from tqdm import tqdm
 
 from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.convert import DTYPES
@@ -49,7 +50,8 @@ def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike, *, dtype:
     ckpt = Path(ckpt)
     meta = read_pipeline(ckpt)
     with atomic_folder(out, overwrite=overwrite) as tmp:
-        for name, filename in FOLDER_FILES.items():
+        for name, filename in tqdm(FOLDER_FILES.items(), desc="[export]", unit="component", leave=False,
+                                   disable=None):  # a bar on a terminal only
             (tmp / name).mkdir()
             save_file(component_state_dict(ckpt, name, dtype), str(tmp / name / filename))
             config = meta.get("source_configs", {}).get(name, meta["components"][name])
