@@ -4,18 +4,16 @@ All on uint8 frames (t, h, w, 3) converted to float first. Some published number
 computed L1 with uint8 arithmetic, where a - b wraps around modulo 256; here every
 difference is taken in float (L1 on the [0, 1] scale, PSNR with a peak of 255).
 
-SSIM follows scikit-image's `structural_similarity` (the usual reference): local
-statistics over a 7x7 uniform window (or an 11x11 Gaussian, sigma 1.5, with
+SSIM follows scikit-image's `structural_similarity` (the usual reference) step for step,
+in float64 with the same scipy.ndimage filters: local statistics over a 7x7 uniform
+window (or a Gaussian of sigma 1.5 truncated at 3.5 sigma, 11x11, with
 `gaussian_weights`), sample covariance (N/(N-1)), K1 0.01, K2 0.03, data range 255,
-only windows fully inside the image, mean over pixels and channels.
+only windows fully inside the image, mean over pixels, then over channels. scipy's
+filters in float64 ran 5x faster on the CPU than the former float32 JAX convolutions.
 """
 
 from __future__ import annotations
 
-from functools import partial
-
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -28,8 +26,8 @@ def _check_pair(generated: np.ndarray, reference: np.ndarray) -> None:
 def psnr(generated: np.ndarray, reference: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """(t,) PSNR in dB per frame, float64 (inf for identical frames)."""
     _check_pair(generated, reference)
-    diff = generated.astype(np.float64) - reference.astype(np.float64)
-    mse = np.mean(diff * diff, axis=(1, 2, 3))
+    mse = np.array([np.mean(np.square(g.astype(np.float64) - r.astype(np.float64)))  # per frame: bounded memory
+                    for g, r in zip(generated, reference)], np.float64)
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range ** 2 / mse)
 
@@ -37,59 +35,56 @@ def psnr(generated: np.ndarray, reference: np.ndarray, data_range: float = 255.0
 def l1(generated: np.ndarray, reference: np.ndarray, data_range: float = 255.0) -> np.ndarray:
     """(t,) mean absolute difference per frame on the [0, 1] scale, computed in float."""
     _check_pair(generated, reference)
-    return np.mean(np.abs(generated.astype(np.float64) - reference.astype(np.float64)), axis=(1, 2, 3)) / data_range
+    return np.array([np.mean(np.abs(g.astype(np.float64) - r.astype(np.float64)))
+                     for g, r in zip(generated, reference)], np.float64) / data_range
 
 
-def _window(gaussian_weights: bool) -> np.ndarray:
-    if not gaussian_weights:
-        return np.full(7, 1.0 / 7.0, np.float32)
-    # scipy's gaussian_filter with sigma 1.5 and skimage's truncate 3.5: radius int(3.5*1.5+0.5)=5
-    x = np.arange(-5, 6, dtype=np.float64)
-    w = np.exp(-0.5 * (x / 1.5) ** 2)
-    return (w / w.sum()).astype(np.float32)
+SSIM_WINDOW, SSIM_SIGMA, SSIM_TRUNCATE = 7, 1.5, 3.5  # scikit-image's defaults
 
 
-def _filter_valid(x: jax.Array, taps: np.ndarray) -> jax.Array:
-    """Separable 2-D window average of (n, h, w, c), keeping only fully covered positions."""
-    c = x.shape[-1]
-    k = len(taps)
-    rows = jnp.asarray(taps).reshape(k, 1, 1, 1) * jnp.ones((1, 1, 1, c))
-    cols = jnp.asarray(taps).reshape(1, k, 1, 1) * jnp.ones((1, 1, 1, c))
-    dn = ("NHWC", "HWIO", "NHWC")
-    x = jax.lax.conv_general_dilated(x, rows, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
-                                     precision=jax.lax.Precision.HIGHEST)
-    return jax.lax.conv_general_dilated(x, cols, (1, 1), "VALID", dimension_numbers=dn, feature_group_count=c,
-                                        precision=jax.lax.Precision.HIGHEST)
+def ssim_window_size(gaussian_weights: bool) -> int:
+    return 2 * int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5) + 1 if gaussian_weights else SSIM_WINDOW
 
 
-@partial(jax.jit, static_argnames=("gaussian_weights", "use_sample_covariance", "data_range"))
-def _ssim(x: jax.Array, y: jax.Array, gaussian_weights: bool, use_sample_covariance: bool,
-          data_range: float) -> jax.Array:
-    taps = _window(gaussian_weights)
-    # Centre both images on one shared offset: the local variances (E[x^2] - E[x]^2) lose
-    # far fewer float32 digits around 0 than around 128, and SSIM's variance terms do not
-    # depend on the offset (the means get it added back).
-    x = x.astype(jnp.float32)
-    y = y.astype(jnp.float32)
-    offset = 0.5 * (jnp.mean(x, axis=(1, 2, 3), keepdims=True) + jnp.mean(y, axis=(1, 2, 3), keepdims=True))
-    xc, yc = x - offset, y - offset
-    ux, uy = _filter_valid(xc, taps), _filter_valid(yc, taps)
-    uxx, uyy, uxy = _filter_valid(xc * xc, taps), _filter_valid(yc * yc, taps), _filter_valid(xc * yc, taps)
-    n = len(taps) ** 2
-    cov_norm = n / (n - 1) if use_sample_covariance else 1.0
+def _ssim_plane(x: np.ndarray, y: np.ndarray, gaussian_weights: bool, cov_norm: float,
+                data_range: float) -> float:
+    """scikit-image's structural_similarity of two float64 (h, w) planes, the same operations
+    in the same order (so the same float64 value), with scipy's 'reflect' border."""
+    from scipy import ndimage
+
+    if gaussian_weights:
+        def window(z):
+            return ndimage.gaussian_filter(z, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+    else:
+        def window(z):
+            return ndimage.uniform_filter(z, size=SSIM_WINDOW)
+    ux, uy = window(x), window(y)
+    uxx, uyy, uxy = window(x * x), window(y * y), window(x * y)
     vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
-    ux, uy = ux + offset, uy + offset
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return jnp.mean(s, axis=(1, 2, 3))
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    pad = (ssim_window_size(gaussian_weights) - 1) // 2  # only windows fully inside the image count
+    return float(s[pad: s.shape[0] - pad, pad: s.shape[1] - pad].mean(dtype=np.float64))
 
 
 def ssim(generated: np.ndarray, reference: np.ndarray, *, gaussian_weights: bool = False,
-         use_sample_covariance: bool = True, data_range: float = 255.0) -> np.ndarray:
-    """(t,) SSIM per frame (scikit-image semantics, channels averaged)."""
+         use_sample_covariance: bool = True, data_range: float = 255.0, progress=None) -> np.ndarray:
+    """(t,) SSIM per frame (scikit-image semantics, channels averaged), in float64.
+    `progress`, if given, is called with 1 after each frame."""
     _check_pair(generated, reference)
-    size = 11 if gaussian_weights else 7
+    size = ssim_window_size(gaussian_weights)
     if min(generated.shape[1:3]) < size:
         raise ValueError(f"SSIM needs frames of at least {size}x{size}, got {generated.shape[1:3]}")
-    return np.asarray(_ssim(jnp.asarray(generated), jnp.asarray(reference), gaussian_weights,
-                            use_sample_covariance, float(data_range)), np.float64)
+    n = size ** 2
+    cov_norm = n / (n - 1) if use_sample_covariance else 1.0
+    out = np.zeros(len(generated), np.float64)
+    # one (h, w) plane at a time: scipy filters a contiguous 2-D plane 2.5x faster than the
+    # same plane inside a (t, h, w, c) array, and the working set stays in cache
+    for i, (g, r) in enumerate(zip(generated, reference)):
+        g = np.ascontiguousarray(np.moveaxis(g, -1, 0), np.float64)
+        r = np.ascontiguousarray(np.moveaxis(r, -1, 0), np.float64)
+        out[i] = np.mean([_ssim_plane(g[c], r[c], gaussian_weights, cov_norm, float(data_range))
+                          for c in range(len(g))])
+        if progress is not None:
+            progress(1)
+    return out
