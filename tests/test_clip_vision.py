@@ -7,17 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import yaml
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from flax import nnx
 from transformers import CLIPImageProcessor
 from transformers import CLIPVisionConfig as TorchCLIPVisionConfig
 from transformers import CLIPVisionModelWithProjection as TorchCLIPVision
 
-from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD, clip_preprocess
 from controlnext_jax.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from controlnext_jax.models.components import abstract_model
+from controlnext_jax.testing.torch_checkpoints import model_config, model_configs
 from tests.parity import (
     TOL,
     copy_torch_weights,
@@ -29,8 +28,6 @@ from tests.parity import (
     torch_param_shapes,
 )
 
-SVD_CONFIG = CONFIG_DIR / "model" / "svd_xt.yaml"
-
 
 def _torch_model(cfg: CLIPVisionConfig) -> TorchCLIPVision:
     return TorchCLIPVision(TorchCLIPVisionConfig(**cfg.to_dict()))
@@ -38,7 +35,7 @@ def _torch_model(cfg: CLIPVisionConfig) -> TorchCLIPVision:
 
 @pytest.mark.parametrize("act,other", [("gelu", "quick_gelu"), ("quick_gelu", "gelu")])
 def test_image_embeds_match_transformers(act, other):
-    cfg = CLIPVisionConfig.from_dict({**CLIPVisionConfig.tiny().to_dict(), "hidden_act": act})
+    cfg = CLIPVisionConfig.from_dict({**model_config("image_encoder").to_dict(), "hidden_act": act})
     tm = randomize_(_torch_model(cfg), seed=7)
     ours = abstract_model(CLIPVisionModelWithProjection, cfg)
     copy_torch_weights(ours, tm)
@@ -56,7 +53,7 @@ def test_image_embeds_match_transformers(act, other):
 
 
 def test_config_from_dict_forms():
-    svd = yaml.safe_load(SVD_CONFIG.read_text())["image_encoder"]
+    svd = model_configs("svd_xt")["image_encoder"]
     cfg = CLIPVisionConfig.from_dict(svd)
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size, cfg.projection_dim, cfg.hidden_act) == \
         (1280, 32, 14, 1024, "gelu")
@@ -74,7 +71,7 @@ def test_config_from_dict_forms():
 
 
 def test_full_size_svd_image_encoder_maps():
-    svd = yaml.safe_load(SVD_CONFIG.read_text())["image_encoder"]
+    svd = model_configs("svd_xt")["image_encoder"]
     cfg = CLIPVisionConfig.from_dict(svd)
     abstract = abstract_model(CLIPVisionModelWithProjection, cfg)
     with torch.device("meta"):

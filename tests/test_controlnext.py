@@ -7,12 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import yaml
 from flax import nnx
 
-from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.controlnext import ControlNeXtConfig, ControlNeXtSDVModel
+from controlnext_jax.testing.torch_checkpoints import model_config, model_configs
 from controlnext_jax.testing.torch_controlnext import TorchControlNeXt
 from tests.golden import convert_into, load_golden, nhwc
 from tests.parity import (
@@ -25,11 +24,9 @@ from tests.parity import (
     torch_param_shapes,
 )
 
-SVD_XT = CONFIG_DIR / "model" / "svd_xt.yaml"
-
 
 def _release_config() -> dict:
-    return yaml.safe_load(SVD_XT.read_text())["controlnext"]
+    return model_configs("svd_xt")["controlnext"]
 
 
 _run = nnx.jit(lambda m, pose, t: m(pose, t))
@@ -66,7 +63,7 @@ def test_matches_torch_reference_under_jit(stem_padding):
 
 def test_scalar_timestep_and_frame_order():
     # a scalar timestep is shared by the batch; frames stay batch-major (b*f)
-    cfg = ControlNeXtConfig.tiny()
+    cfg = model_config("controlnext")
     ours, tm = _pair(cfg, seed=3)
     pose = torch.rand(2, 4, 3, 36, 28, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -157,7 +154,7 @@ def test_config_round_trip_and_validation():
 
 
 def test_bfloat16_compute_stays_close():
-    cfg = ControlNeXtConfig.tiny()
+    cfg = model_config("controlnext")
     ours, tm = _pair(cfg, seed=4)
     bf = _from_torch(cfg, tm, dtype=jnp.bfloat16)
     pose = jnp.asarray(np.random.default_rng(0).random((1, 2, 32, 24, 3), np.float32))

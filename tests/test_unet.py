@@ -6,17 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-import yaml
 from diffusers.models.transformers.transformer_temporal import (
     TransformerSpatioTemporalModel as TorchTransformerSpatioTemporal,
 )
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel as TorchUNet
 from flax import nnx
 
-from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 from controlnext_jax.models.unet_spatio_temporal import UNetConfig, UNetSpatioTemporalConditionModel
+from controlnext_jax.testing.torch_checkpoints import model_config, model_configs
 from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
 from tests.parity import (
     TOL,
@@ -27,8 +26,6 @@ from tests.parity import (
     rel_err,
     torch_param_shapes,
 )
-
-SVD_XT = CONFIG_DIR / "model" / "svd_xt.yaml"
 
 # every block variant: a DownBlock with a downsampler, cross-attention up blocks with and without an
 # upsampler, per-block layer counts, cross dim != channels, per-block heads
@@ -128,7 +125,7 @@ def checkpoint_count(model, *args) -> int:
 
 
 def test_remat_tiny_unet_matches_original_injection():
-    cfg = UNetConfig.tiny()
+    cfg = model_config("unet")
     torch_unet = randomize_(TorchUNet.from_config(cfg.to_dict()), seed=4)
     ours = abstract_model(UNetSpatioTemporalConditionModel, cfg, remat=True)
     copy_torch_weights(ours, torch_unet)
@@ -154,7 +151,7 @@ def test_remat_tiny_unet_matches_original_injection():
 @pytest.fixture(scope="module")
 def svd_xt():
     """The full-size UNet, ours abstract (nnx.eval_shape) and diffusers' on the meta device: no weights."""
-    d = yaml.safe_load(SVD_XT.read_text())["unet"]
+    d = model_configs("svd_xt")["unet"]
     cfg = UNetConfig.from_dict(d)
     abstract = abstract_model(UNetSpatioTemporalConditionModel, cfg)
     with torch.device("meta"):
@@ -200,7 +197,7 @@ def test_svd_xt_norm_eps_heads_and_mixers_match_diffusers(svd_xt):
 
 
 def test_config_round_trip_and_validation():
-    d = yaml.safe_load(SVD_XT.read_text())["unet"]
+    d = model_configs("svd_xt")["unet"]
     cfg = UNetConfig.from_dict({**d, "_diffusers_version": "0.24.0", "upcast_attention": False})
     assert UNetConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.block_out_channels == (320, 640, 1280, 1280)

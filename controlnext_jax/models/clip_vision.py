@@ -79,11 +79,6 @@ class CLIPVisionConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "clip_vision_model", **dataclasses.asdict(self)}
 
-    @classmethod
-    def tiny(cls) -> CLIPVisionConfig:
-        return cls(hidden_size=64, intermediate_size=128, projection_dim=16, num_hidden_layers=2,
-                   num_attention_heads=4, image_size=32, patch_size=8, hidden_act="gelu")
-
 
 class CLIPVisionEmbeddings(nnx.Module):
     """[CLS] + non-overlapping patch projections, plus learned absolute positions."""

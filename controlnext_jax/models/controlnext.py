@@ -66,11 +66,6 @@ class ControlNeXtConfig:
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    @classmethod
-    def tiny(cls) -> ControlNeXtConfig:
-        return cls(time_embed_dim=32, in_channels=(16, 16), out_channels=(16, 32), groups=(4, 8),
-                   control_channels=24, stem_padding=0)
-
 
 class ControlNeXtSDVModel(nnx.Module):
     """Pose video `(b, f, H, W, 3)` in [0, 1] + SVD timestep -> control `(b*f, h', w', control_channels)`.

@@ -89,16 +89,6 @@ class UNetConfig:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
                 for f in dataclasses.fields(self)}
 
-    @classmethod
-    def tiny(cls) -> UNetConfig:
-        """Every block type at toy width (GroupNorm(32) needs channels in multiples of 32); one
-        downsampling step, so latent sizes must be even."""
-        return cls(down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-                   up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-                   block_out_channels=(32, 64), addition_time_embed_dim=8,
-                   projection_class_embeddings_input_dim=24, layers_per_block=1, cross_attention_dim=32,
-                   num_attention_heads=(1, 2), num_frames=3, sample_size=16)
-
 
 class UNetSpatioTemporalConditionModel(nnx.Module):
     def __init__(self, config: UNetConfig, *, dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,

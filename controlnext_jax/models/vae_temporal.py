@@ -69,12 +69,6 @@ class VAEConfig:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
-    @classmethod
-    def tiny(cls) -> VAEConfig:
-        """Two levels of 32/64 channels (GroupNorm needs multiples of 32), downsampling by 2."""
-        return cls(down_block_types=("DownEncoderBlock2D",) * 2, block_out_channels=(32, 64),
-                   layers_per_block=2, sample_size=32)
-
 
 # ----------------------------------------------------------------------------- encoder
 

@@ -16,6 +16,7 @@ import yaml
 
 from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.models.clip_preprocess import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD
+from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.testing.torch_random import randomize_
 
 MODEL_CONFIG_DIR = CONFIG_DIR / "model"
@@ -24,6 +25,12 @@ MODEL_CONFIG_DIR = CONFIG_DIR / "model"
 def model_configs(name: str = "tiny") -> dict:
     """The component configs of `configs/model/<name>.yaml`."""
     return with_scheduler(yaml.safe_load((MODEL_CONFIG_DIR / f"{name}.yaml").read_text()))
+
+
+def model_config(component: str, name: str = "tiny"):
+    """One component's parsed config (`UNetConfig`, ...) from `configs/model/<name>.yaml`: the
+    one definition of the tiny test model and of the full-size one."""
+    return COMPONENTS[component].config_from_dict(model_configs(name)[component])
 
 
 def with_scheduler(configs: dict) -> dict:

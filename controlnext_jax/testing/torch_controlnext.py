@@ -4,7 +4,7 @@ Written from REFERENCE.md (Models: ControlNeXt module) with diffusers building b
 with the same state-dict keys as the release's `controlnet.bin`. Used by the parity
 tests and to produce fake `controlnet.bin` files for the conversion tests:
 
-    torch.save(randomize_(TorchControlNeXt(**ControlNeXtConfig.tiny().to_dict())).state_dict(), path)
+    torch.save(randomize_(TorchControlNeXt(**model_config("controlnext").to_dict())).state_dict(), path)
 """
 
 from __future__ import annotations
