@@ -15,7 +15,7 @@ from controlnext_jax.pose.retarget import (
     retarget,
     retarget_person,
 )
-from controlnext_jax.pose.types import FACE, LEFT_HAND, Pose
+from controlnext_jax.pose.types import FACE, LEFT_HAND, RIGHT_HAND, Pose
 from controlnext_jax.pose.video import align_poses
 
 TARGET_HW = (1024, 576)
@@ -180,7 +180,7 @@ def test_partly_foreshortened_bone_blends_and_hand_scale_is_bounded():
     for share in np.linspace(0.05, 1.0, 40):
         short = _foreshorten(driving, 7, 6, share)
         new, w = retarget_person(short.keypoints[0], short.scores[0], skeleton, TARGET_HW)
-        new, old = new * SIZE, short.keypoints[0] * SIZE
+        new = new * SIZE
         lengths.append(np.linalg.norm(new[7] - new[6]))
         ratio = lengths[-1] / (forearm * share)
         hand_scale = _hand_extent(Pose(new[None] / SIZE, short.scores)) / _hand_extent(short)

@@ -23,6 +23,7 @@ from controlnext_jax.pose.video import (
     check_int,
     extract_pose_sequence,
     load_image,
+    probe_video,
     write_json,
     write_video,
 )
@@ -43,10 +44,9 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
                                  overwrite=cfg.overwrite, param="keypoints_out", kind="file")
     if keypoints_out == out:
         raise UserError(f"keypoints_out={keypoints_out}: must differ from out")
-    image = load_image(cfg.image)
+    image = load_image(cfg.image, param="image")
     video = Path(cfg.video)
-    if not video.is_file():
-        raise UserError(f"video={cfg.video}: file not found")
+    probe_video(video, param="video")  # an unreadable video fails before the detector loads
     detector = instantiate_detector(cfg.pose)
     try:
         seq = extract_pose_sequence(
@@ -56,9 +56,9 @@ def run(cfg: DictConfig) -> tuple[Path, Path]:
     finally:
         if hasattr(detector, "close"):
             detector.close()
-    write_video(out, seq.render(), seq.fps)
+    write_video(out, seq.render(), seq.fps, param="out")
     try:
-        write_json(keypoints_out, seq.to_json())
+        write_json(keypoints_out, seq.to_json(), param="keypoints_out")
     except BaseException:
         out.unlink(missing_ok=True)  # both outputs or neither
         raise

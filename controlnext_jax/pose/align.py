@@ -75,8 +75,7 @@ def fit_rescale(reference: Pose, driving: Sequence[Pose], video_hw: tuple[int, i
     single = [p.keypoints[0, ids] for p in driving if p.num_people == 1]
     if not single:
         several = [p.keypoints[0, ids] for p in driving if p.num_people > 1]
-        if not several:
-            log.warning("no person in any driving frame: nothing to align")
+        if not several:  # nothing to align; extract_pose_sequence reports the empty video
             return Rescale.identity()
         # The release would stop here (it fits on single-person frames only); taking
         # each frame's first (most confident) person is the closest useful fit.

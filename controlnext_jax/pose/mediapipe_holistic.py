@@ -19,6 +19,11 @@ types.Pose. What it lacks against DWPose:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
+import re
+import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -52,6 +57,39 @@ FACE_MESH_FOR_300W = (
     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
     78, 82, 13, 312, 308, 317, 14, 87,
 )
+
+
+# What MediaPipe's native code prints on every run, bypassing Python: TF Lite's delegate
+# notice and absl/glog INFO and WARNING lines ("W0000 00:00:... inference_feedback_manager.cc:114]
+# Feedback manager requires ..."). The wheel's absl logging reads no environment variable
+# (GLOG_minloglevel, TF_CPP_MIN_LOG_LEVEL change nothing), so these lines are filtered.
+NATIVE_LOG_NOISE = re.compile(
+    r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ [\w.-]+:\d+\] .*")
+
+
+@contextlib.contextmanager
+def native_log_filter():
+    """Run MediaPipe with the process's stderr (fd 2) captured; afterwards every captured
+    line that is not `NATIVE_LOG_NOISE` (errors included) is written to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                capture.seek(0)
+                kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
+                        if not NATIVE_LOG_NOISE.fullmatch(line.rstrip("\r\n"))]
+                if kept:
+                    os.write(2, "".join(kept).encode())
+    finally:
+        os.close(saved)
 
 
 def _xy(landmarks) -> np.ndarray:
@@ -131,13 +169,15 @@ class MediaPipeHolisticDetector:
         """Close the MediaPipe graph (a new one opens on the next detect)."""
         if self._holistic is not None:
             atexit.unregister(self.reset)
-            self._holistic.close()
+            with native_log_filter():
+                self._holistic.close()
             self._holistic = None
 
     def detect(self, frame: np.ndarray) -> Pose:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"frame must be (H, W, 3) uint8 RGB, got {frame.shape} {frame.dtype}")
-        with warnings.catch_warnings():
+        # graph start and first frame under one filter: the graph's threads log while starting
+        with warnings.catch_warnings(), native_log_filter():
             warnings.simplefilter("ignore")
             result = self._session().process(np.ascontiguousarray(frame))
         return holistic_to_pose(result, self.face_score, self.hand_score)

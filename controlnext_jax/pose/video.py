@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
-import os
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -26,9 +26,18 @@ import numpy as np
 from controlnext_jax.atomic_io import atomic_file
 from controlnext_jax.errors import UserError
 from controlnext_jax.pose.align import Rescale, fit_rescale, reference_points
+from controlnext_jax.pose.media import (  # noqa: F401  load_image, write_video: re-exported, the documented path
+    VideoInfo,
+    load_image,
+    probe_video,
+    sampled_frames,
+    write_video,
+)
 from controlnext_jax.pose.render import draw_pose
 from controlnext_jax.pose.retarget import ReferenceSkeleton, retarget
 from controlnext_jax.pose.types import Pose
+
+log = logging.getLogger(__name__)
 
 ALIGN_MODES = ("rescale", "retarget", "none")
 # The endpoint's parameters (name: (low, high)); REFERENCE.md / seeds.
@@ -55,19 +64,6 @@ def check_int(name: str, value) -> int:
 
 
 # -------------------------------------------------------------------- reference image
-def load_image(path: str) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise UserError(f"image: file not found: {path!r}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"image: cannot read {path!r} as an image ({e})") from e
-
-
 def cover_size(image_hw: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int]:
     """Smallest (h, w) with the image's aspect that covers the target (ceil)."""
     h, w = image_hw
@@ -123,63 +119,6 @@ def prepare_reference(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(resized[top:top + height, left:left + width])
 
 
-# ------------------------------------------------------------------- driving video
-@dataclasses.dataclass(frozen=True)
-class VideoInfo:
-    height: int
-    width: int
-    fps: float
-    num_frames: int | None  # container's estimate; None when unknown
-
-
-def probe_video(path: str) -> VideoInfo:
-    import imageio.v2 as iio
-
-    if not os.path.isfile(path):
-        raise UserError(f"video: file not found: {path!r}")
-    try:
-        reader = iio.get_reader(path, format="FFMPEG")
-    except Exception as e:  # imageio raises several types for unreadable files
-        raise UserError(f"video: cannot open {path!r} as a video ({e})") from e
-    try:
-        meta = reader.get_meta_data()
-        w, h = meta["size"]
-        fps = float(meta.get("fps") or 0.0)
-        n = meta.get("nframes")
-        if not (isinstance(n, (int, float)) and math.isfinite(n)):
-            # ffmpeg often reports no frame count; duration * fps is a fair estimate
-            # (only used for the progress bar).
-            duration = meta.get("duration")
-            n = round(duration * fps) if duration and fps else None
-        return VideoInfo(int(h), int(w), fps, None if n is None else int(n))
-    finally:
-        reader.close()
-
-
-def sampled_frames(path: str, sample_stride: int, limit: int) -> Iterator[np.ndarray]:
-    """Frames 0, stride, 2*stride, ... of the video, at most `limit` of them.
-
-    Every frame up to the last kept one is decoded (video decoding is sequential),
-    but only the kept ones are yielded, and reading stops as soon as `limit` is met.
-    """
-    import imageio.v2 as iio
-
-    if limit <= 0:
-        return
-    reader = iio.get_reader(path, format="FFMPEG")
-    try:
-        kept = 0
-        for index, frame in enumerate(reader):
-            if index % sample_stride:
-                continue
-            yield np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
-            kept += 1
-            if kept >= limit:
-                break
-    finally:
-        reader.close()
-
-
 # ---------------------------------------------------------------------- the pipeline
 @dataclasses.dataclass
 class PoseSequence:
@@ -192,6 +131,11 @@ class PoseSequence:
     align: str
     rescale: Rescale
     video: VideoInfo
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def driving_frames_without_person(self) -> int:
+        return sum(p.num_people == 0 for p in self.poses[1:])
 
     def render(self) -> Iterator[np.ndarray]:
         for pose in self.poses:
@@ -202,6 +146,8 @@ class PoseSequence:
             "height": self.height, "width": self.width, "fps": self.fps,
             "align": self.align, "rescale": self.rescale.to_json(),
             "video": dataclasses.asdict(self.video),
+            "driving_frames_without_person": self.driving_frames_without_person,
+            "warnings": list(self.warnings),
             "layout": "134 keypoints per person: 18 OpenPose body, 6 feet, 68 face, "
                       "21 left hand, 21 right hand; x/width, y/height",
             "frames": [p.to_json() for p in self.poses],
@@ -226,13 +172,19 @@ def align_poses(reference: Pose, driving: list[Pose], align: str, video_hw: tupl
 def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path: str, *,
                           height: int = 1024, width: int = 576, max_frame_num: int = 240,
                           sample_stride: int = 2, align: str = "rescale",
-                          progress: bool = True) -> PoseSequence:
-    """Reference image (H, W, 3) uint8 RGB, as loaded) + driving video -> PoseSequence."""
+                          progress: bool = True, start_frame: int = 0) -> PoseSequence:
+    """Reference image (H, W, 3) uint8 RGB, as loaded) + driving video -> PoseSequence.
+
+    Driving frames start_frame, start_frame + stride, ... are used. A video in which
+    nobody is found in any used frame is not an error (the pose frames after the
+    reference are empty), but it is logged as a warning and listed in `warnings`."""
     height, width = check_int("height", height), check_int("width", width)
     max_frame_num = check_int("max_frame_num", max_frame_num)
     sample_stride = check_int("sample_stride", sample_stride)
     if align not in ALIGN_MODES:
         raise UserError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
+    if isinstance(start_frame, bool) or not isinstance(start_frame, (int, np.integer)) or start_frame < 0:
+        raise UserError(f"start_frame must be an integer >= 0, got {start_frame!r}")
     info = probe_video(video_path)
 
     reference_image = prepare_reference(image, height, width)
@@ -244,8 +196,8 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
     limit = max_frame_num - 1
     total = None
     if info.num_frames is not None:
-        total = min(limit, -(-info.num_frames // sample_stride))
-    frames = sampled_frames(video_path, sample_stride, limit)
+        total = max(0, min(limit, -(-(info.num_frames - start_frame) // sample_stride)))
+    frames = sampled_frames(video_path, sample_stride, limit, info=info, start=start_frame)
     if progress:
         from tqdm import tqdm
 
@@ -255,42 +207,19 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
     aligned, rescale = align_poses(reference, driving, align, (info.height, info.width),
                                    (height, width))
     fps = info.fps // sample_stride if info.fps > 0 else 0.0
-    return PoseSequence([reference] + aligned, height, width, float(fps), align, rescale, info)
+    notes = []
+    if driving and not any(p.num_people for p in driving):
+        notes.append(f"video={video_path}: nobody was found in any of the {len(driving)} driving frames "
+                     "used; the pose frames after the reference pose are empty")
+    elif not driving:
+        notes.append(f"video={video_path}: no driving frame was read (start_frame {start_frame}, "
+                     f"sample_stride {sample_stride}, max_frame_num {max_frame_num})")
+    for note in notes:
+        log.warning("%s", note)
+    return PoseSequence([reference] + aligned, height, width, float(fps), align, rescale, info, notes)
 
 
 # ------------------------------------------------------------------------ writing
-def write_video(path: str, frames, fps: float) -> None:
-    """(H, W, 3) uint8 RGB frames -> H.264 mp4 at `path`, all or nothing."""
-    with atomic_file(path) as tmp:
-        _write_frames(str(tmp), frames, fps)
-
-
-def _write_frames(tmp: str, frames, fps: float) -> None:
-    import imageio.v2 as iio
-
-    writer = None
-    try:
-        for frame in frames:
-            if writer is None:
-                h, w = frame.shape[:2]
-                # 4:2:0 needs even sizes; odd ones keep full chroma instead of being resized.
-                pix = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
-                writer = iio.get_writer(tmp, format="FFMPEG", mode="I", fps=max(fps, 1.0),
-                                        codec="libx264", macro_block_size=1,
-                                        pixelformat=pix, output_params=["-crf", "18"])
-            writer.append_data(frame)
-        if writer is None:
-            raise ValueError("no frames to write")
-        writer.close()
-        writer = None
-    finally:
-        if writer is not None:  # already failing: close quietly, the original error matters
-            try:
-                writer.close()
-            except Exception:
-                pass
-
-
-def write_json(path: str, data: dict) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w") as f:
+def write_json(path: str, data: dict, param: str = "keypoints_out") -> None:
+    with atomic_file(path, param=param) as tmp, open(tmp, "w") as f:
         json.dump(data, f, allow_nan=False)
