@@ -137,7 +137,8 @@ class ControlNeXtPipeline:
         init_sigma = sigma_max if self.scheduler.timestep_spacing != "leading" else np.sqrt(sigma_max ** 2 + 1)
 
         low, high = p.guidance_range
-        # the release turns CFG off below 1 (and ignores the value); default mode always guides
+        # the release turns CFG off below 1 (and ignores the value); default mode guides at every
+        # value so the whole endpoint range takes effect (docs/sampling.md, Default mode and ...)
         cfg = high >= 1.0 if p.reference_quirks else True
         batch = min(p.batch_frames, num_frames)
         guidance = np.linspace(low, high, batch, dtype=np.float64).astype(np.float32)
