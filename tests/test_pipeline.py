@@ -79,12 +79,12 @@ def _run_torch(release, frames, batch, overlap, guidance, seed=0, **kw):
 
 
 @pytest.mark.parametrize("frames,batch,overlap,guidance", [
-    (9, 4, 1, 3.0),  # three windows, the last clamped to start 5
+    pytest.param(9, 4, 1, 3.0, marks=pytest.mark.slow),  # three windows, the last clamped to start 5
     (7, 7, 0, 3.0),  # one window of all frames
     (7, 9, 2, 3.0),  # fewer frames than batch_frames: batch clamped (same program as above)
-    (10, 6, 2, 3.0),
+    pytest.param(10, 6, 2, 3.0, marks=pytest.mark.slow),
     (10, 6, 2, 1.0),  # CFG on at exactly 1 (uncond + 1 * (cond - uncond))
-    (10, 6, 2, 0.5),  # the release turns CFG off below 1
+    pytest.param(10, 6, 2, 0.5, marks=pytest.mark.slow),  # the release turns CFG off below 1
     (11, 6, 2, 3.0),  # three windows, the last clamped, frames shared by three windows
 ])
 def test_quirks_mode_matches_release(pipe, release, frames, batch, overlap, guidance):

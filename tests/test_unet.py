@@ -83,6 +83,7 @@ def test_transformer_spatio_temporal_matches_diffusers():
     assert rel_err(out, nchw_to_nhwc(ref)) < TOL
 
 
+@pytest.mark.slow
 def test_unet_without_control_matches_diffusers(pair):
     torch_unet, ours = pair
     sample, context, ids = inputs(COVER, tokens=2, seed=11)
@@ -94,6 +95,7 @@ def test_unet_without_control_matches_diffusers(pair):
     assert rel_err(out, nchw_to_nhwc(ref)) < TOL
 
 
+@pytest.mark.slow
 def test_unet_with_control_matches_original_injection(pair):
     torch_unet, ours = pair
     sample, context, ids = inputs(COVER, tokens=1, seed=12)
