@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from controlnext_jax.checkpoint import store
 from controlnext_jax.checkpoint.convert import convert_checkpoint
 from controlnext_jax.checkpoint.store import load_component
 from controlnext_jax.checkpoint.torch_files import CheckpointError
+from controlnext_jax.errors import UserError
 from controlnext_jax.testing.parity_cases import CASES, rel_err
 from controlnext_jax.testing.torch_checkpoints import (
     model_configs,
@@ -161,6 +163,20 @@ def _convert_fails(root, configs, tmp_path, match, **kw):
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+def test_wrong_typed_config_json_names_the_file(sources, tmp_path):
+    # a hand-edited config.json: one line naming the file and the key, before any weight is read
+    root, configs, *_ = sources
+    svd = tmp_path / "svd_bad"
+    shutil.copytree(root / "svd", svd, ignore=shutil.ignore_patterns("*.safetensors"))
+    path = svd / "unet" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "block_out_channels": "32,64"}))
+    with pytest.raises(UserError) as info:
+        convert_checkpoint(svd, root / "controlnet.bin", tmp_path / "out", controlnext_config=configs["controlnext"],
+                           log=lambda *_: None)
+    assert str(info.value) == f"{path}: UNetConfig.block_out_channels='32,64': must be a list of integers"
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_file(sources, tmp_path):
     root, configs, *_ = sources
     _convert_fails(root, configs, tmp_path, "nope.bin: file not found", controlnext=tmp_path / "nope.bin")
@@ -171,8 +187,6 @@ def test_truncated_files(sources, tmp_path):
     data = (root / "controlnet.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(data[: len(data) // 2])
     _convert_fails(root, configs, tmp_path, "cut.bin", controlnext=tmp_path / "cut.bin")
-    import shutil
-
     svd = tmp_path / "svd_cut"
     shutil.copytree(root / "svd", svd)
     weights = svd / "vae" / "diffusion_pytorch_model.safetensors"

@@ -117,17 +117,17 @@ def convert_checkpoint(svd: str | os.PathLike, controlnext: str | os.PathLike, o
     controlnext = Path(controlnext)
 
     # Validate every input before writing anything.
-    configs = {
-        "unet": _read_json(svd / "unet" / "config.json"),
-        "vae": _read_json(svd / "vae" / "config.json"),
-        "image_encoder": _read_json(svd / "image_encoder" / "config.json"),
-        "controlnext": dict(controlnext_config),
-    }
-    parsed = {name: COMPONENTS[name].config_from_dict(cfg) for name, cfg in configs.items()}
-    scheduler = _read_json(svd / "scheduler" / "scheduler_config.json")
+    config_sources = {name: svd / name / "config.json" for name in ("unet", "vae", "image_encoder")}
+    configs = {name: _read_json(path) for name, path in config_sources.items()}
+    configs["controlnext"] = dict(controlnext_config)
+    config_sources["controlnext"] = "model.controlnext"  # no config.json in the release: ours
+    parsed = {name: COMPONENTS[name].config_from_dict(cfg, source=str(config_sources[name]))
+              for name, cfg in configs.items()}
+    scheduler_path = svd / "scheduler" / "scheduler_config.json"
+    scheduler = _read_json(scheduler_path)
     from controlnext_jax.sampling.scheduler import SchedulerConfig
 
-    SchedulerConfig.from_dict(scheduler)
+    SchedulerConfig.from_dict(scheduler, source=str(scheduler_path))
     feature_extractor_path = svd / "feature_extractor" / "preprocessor_config.json"
     feature_extractor = _read_json(feature_extractor_path) if feature_extractor_path.exists() else None
     sources = {

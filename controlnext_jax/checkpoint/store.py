@@ -145,11 +145,15 @@ def load_component(ckpt: str | Path, name: str, *, param_dtype=None, dtype=None)
     if name not in COMPONENTS or name not in meta["components"]:
         raise UserError(f"component {name!r} not in {ckpt} (has {sorted(meta['components'])})")
     component = COMPONENTS[name]
-    config = component.config_from_dict(meta["components"][name])
+    config = component.config_from_dict(meta["components"][name], source=_config_source(ckpt, name))
     param_dtype = jnp.dtype(param_dtype or meta["param_dtype"])
     abstract = component.build_abstract(config, param_dtype=param_dtype, dtype=dtype)
     return materialize(abstract, stored_params(ckpt, name, abstract), param_dtype=param_dtype)
 
 
 def load_component_config(ckpt: str | Path, name: str):
-    return COMPONENTS[name].config_from_dict(read_pipeline(ckpt)["components"][name])
+    return COMPONENTS[name].config_from_dict(read_pipeline(ckpt)["components"][name], source=_config_source(ckpt, name))
+
+
+def _config_source(ckpt: str | Path, name: str) -> str:
+    return f"{Path(ckpt) / PIPELINE_FILE} (components.{name})"

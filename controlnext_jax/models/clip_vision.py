@@ -14,6 +14,7 @@ configured image size.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from controlnext_jax.errors import UserError
+from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.layers import Activation, Conv, Dtype, LayerNorm, Linear
 
 _ACTIVATIONS = ("gelu", "quick_gelu")
@@ -48,33 +51,38 @@ class CLIPVisionConfig:
 
     def __post_init__(self):
         if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"CLIPVisionConfig: hidden_act={self.hidden_act!r} is not supported; "
+            raise UserError(f"CLIPVisionConfig: hidden_act={self.hidden_act!r} is not supported; "
                              f"allowed: {list(_ACTIVATIONS)}")
         for name in ("image_size", "patch_size"):
             if not isinstance(getattr(self, name), int):
-                raise ValueError(f"CLIPVisionConfig: {name}={getattr(self, name)!r} must be an int "
+                raise UserError(f"CLIPVisionConfig: {name}={getattr(self, name)!r} must be an int "
                                  "(square images and patches, as transformers' CLIP embeddings assume)")
         if self.image_size % self.patch_size:
-            raise ValueError(f"CLIPVisionConfig: image_size={self.image_size} is not a multiple of "
+            raise UserError(f"CLIPVisionConfig: image_size={self.image_size} is not a multiple of "
                              f"patch_size={self.patch_size}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"CLIPVisionConfig: hidden_size={self.hidden_size} is not divisible by "
+            raise UserError(f"CLIPVisionConfig: hidden_size={self.hidden_size} is not divisible by "
                              f"num_attention_heads={self.num_attention_heads}")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CLIPVisionConfig:
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> CLIPVisionConfig:
         """From an image encoder's config.json (model_type `clip_vision_model`) or a full
-        CLIPConfig (model_type `clip`), whose `vision_config` is used as transformers does."""
-        model_type = d.get("model_type")
-        if model_type is not None and model_type not in _MODEL_TYPES:
-            raise ValueError(f"CLIPVisionConfig: model_type={model_type!r} is not supported; "
-                             f"allowed: {list(_MODEL_TYPES)}")
-        if "vision_config" in d:
-            d = d["vision_config"] or {}
-        elif model_type == "clip":
-            raise ValueError("CLIPVisionConfig: a model_type 'clip' config needs a 'vision_config' entry")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        CLIPConfig (model_type `clip`), whose `vision_config` is used as transformers does
+        (the policy of `config_dict`)."""
+        if isinstance(d, Mapping):
+            where = f"{source}: CLIPVisionConfig" if source else "CLIPVisionConfig"
+            d = dict(d)
+            model_type = d.pop("model_type", None)
+            if model_type is not None and model_type not in _MODEL_TYPES:
+                raise UserError(f"{where}: model_type={model_type!r} is not supported; allowed: {list(_MODEL_TYPES)}")
+            if model_type == "clip" or "vision_config" in d:
+                vision = d.get("vision_config") or {}
+                if not isinstance(vision, Mapping):
+                    raise UserError(f"{where}: vision_config={vision!r} must be a mapping")
+                d = dict(vision)
+                if d.pop("model_type", _MODEL_TYPES[0]) != _MODEL_TYPES[0]:
+                    raise UserError(f"{where}: vision_config.model_type must be {_MODEL_TYPES[0]!r}")
+        return config_from_dict(cls, d, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": "clip_vision_model", **dataclasses.asdict(self)}

@@ -28,8 +28,10 @@ class Component:
         mod = importlib.import_module(self.module)
         return getattr(mod, self.config_class), getattr(mod, self.model_class)
 
-    def config_from_dict(self, d: dict):
-        return self.classes()[0].from_dict(dict(d))
+    def config_from_dict(self, d: dict, source: str | None = None):
+        """The config dataclass from a config.json / pipeline.json / YAML dict (`config_dict`'s
+        policy); `source` names the file or key in errors."""
+        return self.classes()[0].from_dict(d, source=source)
 
     def build_abstract(self, config, *, param_dtype=jnp.float32, dtype=None) -> nnx.Module:
         """The model with `jax.ShapeDtypeStruct` leaves: shapes without allocating weights."""

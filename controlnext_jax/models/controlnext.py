@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from controlnext_jax.errors import UserError
+from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from controlnext_jax.models.layers import Activation, Conv, Dtype, GroupNorm
 from controlnext_jax.models.resnet import Downsample2D, ResnetBlock2D
@@ -44,24 +46,22 @@ class ControlNeXtConfig:
     stem_padding: int = 0
 
     def __post_init__(self):
-        for name in ("in_channels", "out_channels", "groups"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         n = len(self.in_channels)
         if n == 0 or len(self.out_channels) != n or len(self.groups) != n:
-            raise ValueError("ControlNeXtConfig: in_channels, out_channels and groups must be non-empty and of "
+            raise UserError("ControlNeXtConfig: in_channels, out_channels and groups must be non-empty and of "
                              f"equal length, got {self.in_channels}, {self.out_channels}, {self.groups}")
         # each stage consumes the previous one's output; the stem's width is in_channels[0]
         for i in range(1, n):
             if self.in_channels[i] != self.out_channels[i - 1]:
-                raise ValueError(f"ControlNeXtConfig: in_channels[{i}]={self.in_channels[i]} must equal "
+                raise UserError(f"ControlNeXtConfig: in_channels[{i}]={self.in_channels[i]} must equal "
                                  f"out_channels[{i - 1}]={self.out_channels[i - 1]}")
         if self.stem_padding not in (0, 1):
-            raise ValueError(f"ControlNeXtConfig: stem_padding={self.stem_padding!r} not supported; allowed: [0, 1]")
+            raise UserError(f"ControlNeXtConfig: stem_padding={self.stem_padding!r} not supported; allowed: [0, 1]")
 
     @classmethod
-    def from_dict(cls, d: dict) -> ControlNeXtConfig:
-        """From the release's config.json (unknown keys such as `_class_name` are ignored)."""
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_dict(cls, d: dict, source: str | None = None) -> ControlNeXtConfig:
+        """From the release's config fields plus ours (the policy of `config_dict`)."""
+        return config_from_dict(cls, d, source=source)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -96,7 +96,8 @@ class ControlNeXtSDVModel(nnx.Module):
             Activation("relu"),
         ])
         self.down_res = nnx.List([
-            ResnetBlock2D(cin, cout, temb_channels=c.time_embed_dim, groups=g, **kw)  # diffusers' default eps, as the release
+            # eps: ResnetBlock2D's default (diffusers'), as in the release
+            ResnetBlock2D(cin, cout, temb_channels=c.time_embed_dim, groups=g, **kw)
             for cin, cout, g in zip(c.in_channels, c.out_channels, c.groups)])
         self.down_sample = nnx.List([Downsample2D(cout, cout, padding=1, **kw) for cout in c.out_channels])
         width = c.out_channels[-1]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from controlnext_jax.errors import UserError
+from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.control_injection import inject_control
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm
@@ -28,13 +29,6 @@ from controlnext_jax.models.unet_blocks import (
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
 UP_BLOCK_TYPES = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
-# config.json keys that do not change the computation (`upcast_attention` comes from the
-# ControlNeXt release's UNet class, whose spatio-temporal blocks never read it)
-_IGNORED_KEYS = frozenset({"upcast_attention"})
-
-
-def _tuple(v: Any) -> Any:
-    return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
 @dataclass(frozen=True)
@@ -58,32 +52,27 @@ class UNetConfig:
     num_frames: int = 25  # informational: the model runs on any frame count
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _tuple(getattr(self, f.name)))
         n = len(self.block_out_channels)
         for name, allowed in (("down_block_types", DOWN_BLOCK_TYPES), ("up_block_types", UP_BLOCK_TYPES)):
             bad = [t for t in getattr(self, name) if t not in allowed]
             if bad:
-                raise ValueError(f"UNetConfig.{name}: unsupported {bad}; allowed: {list(allowed)}")
+                raise UserError(f"UNetConfig.{name}: unsupported {bad}; allowed: {list(allowed)}")
             if len(getattr(self, name)) != n:
-                raise ValueError(f"UNetConfig.{name} needs one entry per block_out_channels ({n})")
+                raise UserError(f"UNetConfig.{name} needs one entry per block_out_channels ({n})")
         for name in ("layers_per_block", "cross_attention_dim", "transformer_layers_per_block",
                      "num_attention_heads"):
             v = getattr(self, name)
             if isinstance(v, tuple) and (len(v) != n or not all(isinstance(i, int) for i in v)):
-                raise ValueError(f"UNetConfig.{name}: {v!r}; allowed: an int or {n} ints")
+                raise UserError(f"UNetConfig.{name}: {v!r}; allowed: an int or {n} ints")
 
     def per_block(self, name: str) -> tuple[int, ...]:
         v = getattr(self, name)
         return (v,) * len(self.block_out_channels) if isinstance(v, int) else v
 
     @classmethod
-    def from_dict(cls, d: dict) -> UNetConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in d if k not in names and not k.startswith("_") and k not in _IGNORED_KEYS)
-        if unknown:
-            raise ValueError(f"UNetConfig: unsupported key(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, source: str | None = None) -> UNetConfig:
+        """From a diffusers config.json (the policy of `config_dict`)."""
+        return config_from_dict(cls, d, source=source)
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

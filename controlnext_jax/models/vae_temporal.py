@@ -24,7 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.models.attention import Attention
+from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm
 from controlnext_jax.models.resnet import Downsample2D, ResnetBlock2D, SpatioTemporalResBlock, Upsample2D
 
@@ -50,20 +52,15 @@ class VAEConfig:
     def __post_init__(self):
         bad = [t for t in self.down_block_types if t not in _DOWN_BLOCK_TYPES]
         if bad:
-            raise ValueError(f"VAEConfig.down_block_types: unsupported {bad}; allowed: {list(_DOWN_BLOCK_TYPES)}")
+            raise UserError(f"VAEConfig.down_block_types: unsupported {bad}; allowed: {list(_DOWN_BLOCK_TYPES)}")
         if len(self.down_block_types) != len(self.block_out_channels):
-            raise ValueError(f"VAEConfig.down_block_types has {len(self.down_block_types)} entries but "
+            raise UserError(f"VAEConfig.down_block_types has {len(self.down_block_types)} entries but "
                              f"block_out_channels has {len(self.block_out_channels)}; they must be equal")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
-        """Build from config.json contents; keys that do not change the computation are ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        for key in ("down_block_types", "block_out_channels"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> VAEConfig:
+        """From a diffusers config.json (the policy of `config_dict`)."""
+        return config_from_dict(cls, d, source=source)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -14,11 +14,15 @@ All step maths run in float32 whatever the model's dtype.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from controlnext_jax.errors import UserError
+from controlnext_jax.models.config_dict import config_from_dict
 
 _RHO = 7.0  # Karras et al.'s rho; diffusers hard-codes it
 
@@ -27,10 +31,12 @@ _DIFFUSERS_DEFAULTS = dict(prediction_type="epsilon", timestep_type="discrete", 
                            use_exponential_sigmas=False, use_beta_sigmas=False, sigma_min=None, sigma_max=None,
                            timestep_spacing="linspace", final_sigmas_type="zero")
 
+_POSITIVE = {"allowed": "a positive number"}  # what a sigma of the wrong type is told
+
 
 def _require(key: str, value, allowed: list) -> None:
     if value not in allowed:
-        raise ValueError(f"SchedulerConfig: {key}={value!r} is not supported; allowed: {allowed}")
+        raise UserError(f"SchedulerConfig: {key}={value!r} is not supported; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,8 @@ class SchedulerConfig:
 
     Defaults are SVD's. The beta fields (`beta_start`, `beta_schedule`, ...) and
     `interpolation_type` are not kept: with explicit `sigma_min`/`sigma_max`, Karras
-    sigmas and a zero final sigma, diffusers' schedule does not depend on them.
+    sigmas and a zero final sigma, diffusers' schedule does not depend on them
+    (`config_dict.IGNORED_KEYS`).
     """
 
     prediction_type: str = "v_prediction"
@@ -47,8 +54,8 @@ class SchedulerConfig:
     use_karras_sigmas: bool = True
     use_exponential_sigmas: bool = False
     use_beta_sigmas: bool = False
-    sigma_min: float = 0.002
-    sigma_max: float = 700.0
+    sigma_min: float = field(default=0.002, metadata=_POSITIVE)
+    sigma_max: float = field(default=700.0, metadata=_POSITIVE)
     timestep_spacing: str = "leading"
     final_sigmas_type: str = "zero"
 
@@ -64,14 +71,15 @@ class SchedulerConfig:
             value = getattr(self, key)
             # without it diffusers derives the range from the training betas, which we do not port
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"SchedulerConfig: {key}={value!r} is not supported; allowed: a positive number")
+                raise UserError(f"SchedulerConfig: {key}={value!r} is not supported; allowed: a positive number")
         if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"SchedulerConfig: sigma_min={self.sigma_min} must be below sigma_max={self.sigma_max}")
+            raise UserError(f"SchedulerConfig: sigma_min={self.sigma_min} must be below sigma_max={self.sigma_max}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> SchedulerConfig:
-        """From a diffusers scheduler_config.json; missing keys take diffusers' defaults."""
-        return cls(**{k: d.get(k, _DIFFUSERS_DEFAULTS[k]) for k in cls.__dataclass_fields__})
+    def from_dict(cls, d: dict, source: str | None = None) -> SchedulerConfig:
+        """From a diffusers scheduler_config.json (the policy of `config_dict`); missing keys
+        take diffusers' defaults."""
+        return config_from_dict(cls, {**_DIFFUSERS_DEFAULTS, **d} if isinstance(d, Mapping) else d, source=source)
 
     def to_dict(self) -> dict:
         return asdict(self)
