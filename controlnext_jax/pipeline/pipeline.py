@@ -75,8 +75,8 @@ class ControlNeXtPipeline:
             self.trace_count += 1
             return run_program(graphdefs, batch_constraint(self.mesh), *args, **kwargs)
 
-        self._program = jax.jit(animate_program, static_argnames=("cfg", "output_type", "decode_chunk_size",
-                                                         "scaling_factor"))
+        static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor")
+        self._program = jax.jit(animate_program, static_argnames=static)
 
     @property
     def compile_count(self) -> int:
