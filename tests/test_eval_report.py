@@ -18,13 +18,15 @@ from PIL import Image
 from controlnext_jax.atomic_io import partial_prefix
 from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.errors import UserError
-from controlnext_jax.metrics import benchmark, plots
+from controlnext_jax.metrics import evaluation, plots
 from controlnext_jax.metrics.seams import boundary_transitions
 
 H, W = 64, 96
 N_GEN, STRIDE, BATCH, OVERLAP = 30, 2, 12, 4
 SHIFT_PX = 3  # the generated square sits this far right of the ground truth's
-OFFSETS = np.stack([np.linspace(-40, 40, 18), np.linspace(-20, 20, 18)[::-1]], axis=-1)  # 18 "keypoints", box 80 px
+# 18 "keypoints" in a 26 x 46 px box around the square, inside the 96 x 64 frame wherever the square goes
+# (keypoints off the canvas count as not visible)
+OFFSETS = np.stack([np.linspace(-14, 12, 18), np.linspace(-18, 28, 18)[::-1]], axis=-1)
 
 
 def _square_xy(t: int, clip: int) -> tuple[int, int]:
@@ -80,7 +82,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _cfg(root: Path, out: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("eval", overrides=[f"dataset.root={root}", f"out={out}",
+        return compose("eval", overrides=[f"dataset.root={root}", f"out={out}", "progress=false",
                                           f"sampling.batch_frames={BATCH}", f"sampling.overlap={OVERLAP}",
                                           f"alignment.sample_stride={STRIDE}", *overrides])
 
@@ -102,10 +104,11 @@ def _check_png(path: Path, title: str) -> None:
         assert pixels.std() > 5  # something is drawn
 
 
+@pytest.mark.slow  # ~30-40 s on 2 CPU cores: FVD's I3D compiles
 def test_full_report_end_to_end(dataset, tmp_path):
     out = tmp_path / "report"
     cfg = _cfg(dataset, out, "fvd.clip_length=10", "fvd.batch_size=3", "seed=7")
-    assert benchmark.run(cfg, pose_tools=(synthetic_detector, _square_targets), command="test") == out
+    assert evaluation.run(cfg, pose_tools=(synthetic_detector, _square_targets), command="test") == out
     assert sorted(p.name for p in out.iterdir()) == [
         "frame_metrics.png", "pose_accuracy.png", "report.json", "report.md", "seams.png"]
     assert not list(tmp_path.glob(partial_prefix(out) + "*"))  # no temporary of the atomic writer left
@@ -140,7 +143,29 @@ def test_full_report_end_to_end(dataset, tmp_path):
     skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
     assert "LPIPS" in skipped and "FID" in skipped
 
+    # every metric has a row per clip, in report.json and report.md
+    per_clip = report["per_clip"]
+    assert sorted(per_clip) == ["frames", "fvd", "pose", "seams"]
+    for metric, rows in per_clip.items():
+        assert sorted(rows) == ["clip_0", "clip_1", "clip_2"], metric
+    assert per_clip["fvd"]["clip_0"]["fvd_clips_generated"] == 1 and per_clip["fvd"]["clip_0"]["fvd"] == "nan"
+    assert per_clip["frames"]["clip_1"]["frames"] == N_GEN - 1
+    assert per_clip["pose"]["clip_2"]["AKD_px"] == pytest.approx(SHIFT_PX, abs=0.6)
+    assert per_clip["seams"]["clip_0"]["seam_ratio"] > 2
+    # keypoints detected and targeted, per frame
+    keypoints = report["details"]["pose"]["keypoints"]["clip_1"]
+    for side in ("detected", "target"):
+        assert np.array(keypoints[side]["keypoints"]).shape == (N_GEN - 1, 18, 2)
+        assert np.array(keypoints[side]["scores"]).shape == (N_GEN - 1, 18)
+    shift = (np.array(keypoints["detected"]["keypoints"]) - np.array(keypoints["target"]["keypoints"])) * [W, H]
+    assert np.median(shift[..., 0]) == pytest.approx(SHIFT_PX, abs=0.6)
+    assert set(report["details"]["speed"]) == {"fvd", "frames", "pose", "seams"}
+
     md = (out / "report.md").read_text()
+    for metric in ("fvd", "frames", "pose", "seams"):
+        section = md.split(f"## {metric}\n", 1)[1].split("\n## ", 1)[0]
+        assert "Per clip" in section and all(f"| clip_{i} |" in section for i in range(3)), metric
+    assert "## Speed" in md
     assert "**FVD = " in md and "3 generated vs 3 real clips" in md and "not the uint8 subtraction" in md
     assert "## Full config" in md and "![seams](seams.png)" in md
     _check_png(out / "seams.png", f"Frame-to-frame change and window boundaries (batch_frames {BATCH}, "
@@ -168,7 +193,7 @@ def test_plots_draw_what_their_titles_say(tmp_path):
 def test_pose_skipped_without_pose_package(dataset, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "controlnext_jax.pose.video", None)  # import fails
     out = tmp_path / "r"
-    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "dataset.max_clips=1"))
+    evaluation.run(_cfg(dataset, out, "fvd.enabled=false", "dataset.max_clips=1"))
     report = json.loads((out / "report.json").read_text())
     skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
     assert "pose detector is not available" in skipped["pose accuracy"]
@@ -178,23 +203,25 @@ def test_pose_skipped_without_pose_package(dataset, tmp_path, monkeypatch):
 def test_errors_leave_no_output(dataset, tmp_path):
     out = tmp_path / "r"
     with pytest.raises(ValueError, match="animate pipeline"):
-        benchmark.run(_cfg(dataset, out, "generate=true"))
+        evaluation.run(_cfg(dataset, out, "generate=true"))
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
     (broken / "clip_2" / "ground_truth.mp4").write_bytes(b"not a video")
-    with pytest.raises(OSError, match="Could not load meta information"):  # imageio on the undecodable file
-        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
+    with pytest.raises(UserError) as e:
+        evaluation.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
+    assert str(e.value).startswith(f"dataset.root={broken / 'clip_2' / 'ground_truth.mp4'}: cannot read it as a video")
+    assert "\n" not in str(e.value) and "ffmpeg version" not in str(e.value)
     (broken / "clip_1" / "generated.mp4").unlink()
     with pytest.raises(UserError, match="clip_1/generated.mp4"):
-        benchmark.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
+        evaluation.run(_cfg(broken, out, "fvd.enabled=false", "pose_metrics.enabled=false"))
     with pytest.raises(ValueError, match="clip_length"):
-        benchmark.run(_cfg(dataset, out, "fvd.clip_length=4", "pose_metrics.enabled=false"))
+        evaluation.run(_cfg(dataset, out, "fvd.clip_length=4", "pose_metrics.enabled=false"))
     with pytest.raises(ValueError, match="overlap"):
-        benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false", "sampling.overlap=12"))
+        evaluation.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false", "sampling.overlap=12"))
     assert list(tmp_path.iterdir()) == [broken]  # no output, no temporary folder
     out.mkdir()
     with pytest.raises(UserError, match="overwrite"):
-        benchmark.run(_cfg(dataset, out, "fvd.enabled=false"))
+        evaluation.run(_cfg(dataset, out, "fvd.enabled=false"))
 
 
 def test_cli_reports_errors_cleanly(dataset, tmp_path):
@@ -225,7 +252,7 @@ def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) * 0.1 for i, c in enumerate([64, 192, 384, 256, 256])},
                tmp_path / "alex.pth")
     out = tmp_path / "r"
-    benchmark.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false",
+    evaluation.run(_cfg(dataset, out, "fvd.enabled=false", "pose_metrics.enabled=false",
                        f"frames.fid_extractor={tmp_path / 'inception.pt'}",
                        f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}",
                        f"frames.lpips_linear={tmp_path / 'alex.pth'}"))
@@ -237,14 +264,14 @@ def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
     assert len(report["details"]["lpips"]["per_clip"]["clip_0"]) == N_GEN - 1
     assert not {"FID", "LPIPS"} & {s["metric"] for s in report["skipped"]}
     with pytest.raises(ValueError, match="frames.lpips_linear: required"):
-        benchmark.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose_metrics.enabled=false",
+        evaluation.run(_cfg(dataset, tmp_path / "r2", "fvd.enabled=false", "pose_metrics.enabled=false",
                            f"frames.lpips_backbone={tmp_path / 'alexnet.pth'}"))
 
 
 def test_fvd_without_enough_clips_is_reported_not_computed(dataset, tmp_path):
     out = tmp_path / "r"
     # 29 aligned frames per clip: no 40-frame clip fits, so there is no FVD to give
-    benchmark.run(_cfg(dataset, out, "fvd.clip_length=40", "pose_metrics.enabled=false"))
+    evaluation.run(_cfg(dataset, out, "fvd.clip_length=40", "pose_metrics.enabled=false"))
     report = json.loads((out / "report.json").read_text())
     assert "fvd" not in report["results"]["fvd"] and report["results"]["fvd"]["fvd_clips_generated"] == 0
     skipped = {s["metric"]: s["reason"] for s in report["skipped"]}
@@ -275,3 +302,124 @@ def test_fvd_evaluator_fills_batches_across_videos():
     dict(evaluator.results())
     assert embedder.calls == [4, 2]
     assert [e[0] for e in evaluator.generated] == [10, 11, 12] and [e[0] for e in evaluator.real] == [100, 101, 102]
+
+
+# --------------------------------------------------- offset, frame limit, media inputs
+LEVEL_STEP = 8  # ground-truth frame i is a flat grey of level LEVEL_STEP * i (with a little texture)
+
+
+def _level_frame(i: int) -> np.ndarray:
+    img = np.full((H, W, 3), LEVEL_STEP * i, np.uint8)
+    img[::8, ::8] = 255 - LEVEL_STEP * i
+    return img
+
+
+class LevelDetector:
+    """A 'detector' whose one person's keypoints encode the frame's grey level in x, so the
+    target poses tell which driving frames were used. Takes the mediapipe config's keys."""
+
+    def __init__(self, **_):
+        pass
+
+    def detect(self, frame):
+        from controlnext_jax.pose.types import NUM_KEYPOINTS, Pose
+
+        level = np.median(frame)
+        y = np.resize(np.linspace(0.1, 0.9, 18), NUM_KEYPOINTS)  # the body spread over the frame's height
+        kp = np.stack([np.full(NUM_KEYPOINTS, level / 255.0), y], axis=-1)
+        return Pose(kp[None], np.full((1, NUM_KEYPOINTS), 0.9))
+
+
+@pytest.fixture(scope="module")
+def levels(tmp_path_factory) -> Path:
+    """One clip generated from driving frame OFFSET on (every STRIDE), reference as .webp."""
+    root = tmp_path_factory.mktemp("levels")
+    folder = root / "clip_a"
+    folder.mkdir()
+    gt = np.stack([_level_frame(i) for i in range(30)])
+    iio.imwrite(folder / "ground_truth.mp4", gt, plugin="FFMPEG", fps=14)
+    shutil.copy(folder / "ground_truth.mp4", folder / "driving.mp4")
+    Image.fromarray(_level_frame(3)).save(folder / "reference.webp", lossless=True)
+    gen = [_level_frame(3)] + [_level_frame(LEVEL_OFFSET + j * STRIDE) for j in range(12)]
+    iio.imwrite(folder / "generated.mp4", np.stack(gen), plugin="FFMPEG", fps=7)
+    return root
+
+
+LEVEL_OFFSET = 5
+
+
+def test_offset_and_frame_limit_are_honoured_everywhere(levels, tmp_path):
+    out = tmp_path / "r"
+    evaluation.run(_cfg(levels, out, f"alignment.offset={LEVEL_OFFSET}", "alignment.max_frames=6",
+                        "fvd.clip_length=9", "fvd.batch_size=2", "pose._target_=tests.test_eval_report.LevelDetector",
+                        "pose_metrics.align=none"))
+    report = json.loads((out / "report.json").read_text())
+    clip = report["details"]["clips"]["clip_a"]
+    assert (clip["generated"], clip["aligned"], clip["first_source_frame"]) == (7, 6, LEVEL_OFFSET)
+    assert clip["last_source_frame"] == LEVEL_OFFSET + 5 * STRIDE
+    assert report["results"]["frames"]["frames_compared"] == 6
+    assert report["results"]["frames"]["psnr"] > 35  # the right ground-truth frames
+    assert len(report["details"]["seams"]["per_clip"]["clip_a"]["changes"]) == 6  # 7 generated frames
+    assert report["results"]["fvd"]["fvd_clips_generated"] == 0  # 6 aligned frames: no 9-frame clip fits
+    # the target poses come from driving frames OFFSET, OFFSET + STRIDE, ... (the reference .webp was read)
+    target = np.array(report["details"]["pose"]["keypoints"]["clip_a"]["target"]["keypoints"])
+    np.testing.assert_allclose(target[:, 0, 0] * 255 / LEVEL_STEP, LEVEL_OFFSET + STRIDE * np.arange(6), atol=0.3)
+    assert report["results"]["pose"]["PCK@0.05"] == 1.0
+    assert "ground-truth frame 5 + j * 2" in report["header"]["alignment"]
+    # without the offset the same videos are misaligned
+    evaluation.run(_cfg(levels, tmp_path / "r0", "alignment.max_frames=6", "fvd.enabled=false",
+                        "pose_metrics.enabled=false"))
+    assert json.loads((tmp_path / "r0" / "report.json").read_text())["results"]["frames"]["psnr"] < 30
+
+
+@pytest.mark.parametrize("key,value", [("alignment.offset", -1), ("alignment.max_frames", -2),
+                                       ("alignment.sample_stride", 0)])
+def test_alignment_ranges(levels, tmp_path, key, value):
+    with pytest.raises(UserError, match=f"{key}={value}: must be an integer >= "):
+        evaluation.run(_cfg(levels, tmp_path / "r", f"{key}={value}"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_reference_images_are_refused(levels, tmp_path):
+    root = tmp_path / "two"
+    shutil.copytree(levels, root)
+    Image.fromarray(_level_frame(3)).save(root / "clip_a" / "reference.png")
+    with pytest.raises(UserError, match="several reference images"):
+        evaluation.run(_cfg(root, tmp_path / "r", "fvd.enabled=false"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two"]
+
+
+def _eval_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "controlnext_jax.commands.evaluate", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("name", ["generated.mp4", "ground_truth.mp4", "reference.png"])
+def test_cli_corrupt_inputs_are_one_line(dataset, tmp_path, name):
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset, broken)
+    data = (broken / "clip_1" / name).read_bytes()
+    (broken / "clip_1" / name).write_bytes(data[: len(data) // 3])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [f"dataset.root={broken}", f"out={tmp_path / 'r'}", "fvd.enabled=false", "progress=false"]
+    if name != "reference.png":
+        args.append("pose_metrics.enabled=false")
+    else:  # the reference is read for the driving poses of clips without driving_poses.npz
+        args += ["pose._target_=tests.test_eval_report.LevelDetector", "pose_metrics.align=none"]
+    proc = _eval_cli(*args, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "ffmpeg version" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"controlnext-eval: error: dataset.root={broken / 'clip_1' / name}: "), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no report, no temporary folder
+
+
+def test_cli_progress_and_no_third_party_noise(dataset, tmp_path):
+    proc = _eval_cli(f"dataset.root={dataset}", f"out={tmp_path / 'r'}", "dataset.max_clips=2",
+                     "alignment.max_frames=8", "fvd.clip_length=9", "fvd.batch_size=2",
+                     "pose._target_=tests.test_eval_report.LevelDetector", cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stderr.replace("\r", "\n")
+    for bar in ("clips:", "fvd clip_0", "frames clip_1", "pose clip_0", "seams clip_1"):
+        assert bar in text, bar
+    # JAX runs (FVD) before ffmpeg starts for the next clip: no fork warning, no other warnings
+    assert "Warning" not in text and "os.fork" not in text and "W0000" not in text, text

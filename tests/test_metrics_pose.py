@@ -5,12 +5,12 @@ import pytest
 
 from controlnext_jax.metrics.pose_metrics import (
     OKS_THRESHOLDS,
-    OPENPOSE18,
     OPENPOSE18_SIGMAS,
     average_precision,
     oks,
     pose_accuracy,
 )
+from controlnext_jax.pose.types import BODY_NAMES
 
 
 def _targets(n=5, seed=0):
@@ -23,7 +23,7 @@ def _targets(n=5, seed=0):
 
 
 def test_sigma_mapping_to_openpose18():
-    sig = dict(zip(OPENPOSE18, OPENPOSE18_SIGMAS))
+    sig = dict(zip(BODY_NAMES, OPENPOSE18_SIGMAS))
     assert sig["nose"] == 0.026 and sig["right_hip"] == 0.107 and sig["left_ankle"] == 0.089
     assert sig["neck"] == sig["left_shoulder"] == 0.079  # documented choice: neck = mean of shoulders
 
@@ -99,3 +99,27 @@ def test_shape_errors():
         oks(kp, vis[:, :5], kp, vis)
     with pytest.raises(ValueError, match="sigmas"):
         oks(kp, vis, kp, vis, sigmas=np.ones(17))
+
+
+def test_keypoints_outside_the_canvas_are_not_visible():
+    from controlnext_jax.metrics.dataset import AlignedClip
+    from controlnext_jax.metrics.evaluators import PoseEvaluator, visible
+
+    kp = np.full((2, 18, 2), 0.5)
+    kp[:, 3] = (1.2, 0.5)  # off the right edge
+    kp[:, 4] = (0.5, -0.1)  # above the top
+    sc = np.full((2, 18), 0.9)
+    np.testing.assert_array_equal(visible(kp, sc, 0.3)[0], [i not in (3, 4) for i in range(18)])
+    # target points off the canvas are not asked for; a detection off the canvas is a miss
+    target = kp.copy()
+    target[:, 5] = (0.25, 0.75)
+    detected = kp.copy()
+    detected[:, 5] = (-0.5, 0.75)
+    frames = np.zeros((2, 40, 40, 3), np.uint8)
+    clip = AlignedClip("c", None, frames, frames, frames, np.arange(2), (target, sc))
+    found = iter([(detected[0], sc[0]), (detected[1], sc[1])])
+    evaluator = PoseEvaluator(lambda frame: next(found))
+    evaluator.update(clip)
+    result = dict(evaluator.results())
+    assert result["MKR"] == pytest.approx(1 / 16)  # 16 target keypoints inside, one of them detected outside
+    assert result["PCK@0.2"] == pytest.approx(15 / 16)

@@ -1,4 +1,4 @@
-"""controlnext-eval: evaluate generated videos against a benchmark set (`controlnext_jax.metrics`)."""
+"""controlnext-eval: evaluate generated videos against a test set (`controlnext_jax.metrics.evaluation`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from controlnext_jax.cli import run_command
 
 
 def evaluate(cfg: DictConfig, argv: list[str]) -> None:
-    from controlnext_jax.metrics import benchmark
+    from controlnext_jax.metrics import evaluation
 
-    out = benchmark.run(cfg, command=" ".join(["controlnext-eval", *argv]))
+    out = evaluation.run(cfg, command=" ".join(["controlnext-eval", *argv]))
     print(f"report written to {out}/report.md")
 
 

@@ -1,6 +1,6 @@
-"""The benchmark folder layout and how generated frames line up with ground truth.
+"""The test-set folder layout and how generated frames line up with ground truth.
 
-    <root>/<clip_id>/reference.png        the image to animate
+    <root>/<clip_id>/reference.png        the image to animate (.png, .jpg, .jpeg or .webp)
     <root>/<clip_id>/driving.mp4          the video whose poses drive the animation
     <root>/<clip_id>/ground_truth.mp4     the target footage, frame-synchronous with driving.mp4
                                           (in TikTok / UBC self-reenactment sets: the same video)
@@ -13,9 +13,12 @@ Generated videos may instead live in a separate folder as `<generated_dir>/<clip
 
 Frame correspondence (the animate pipeline's, REFERENCE.md Sampling step 1): generated
 frame 0 shows the reference pose, generated frame j >= 1 the driving (and ground-truth)
-frame (j - 1) * sample_stride. With `leading_reference_frame: false` generated frame j
-matches frame j * sample_stride. Ground-truth frames are brought to the generated size the
-way the pipeline treats the reference: resized to cover (aspect kept), centre-cropped.
+frame offset + (j - 1) * sample_stride, where `offset` is the first driving frame the
+pipeline used. With `leading_reference_frame: false` generated frame j matches frame
+offset + j * sample_stride. `max_frames` keeps the first that many aligned frames of every
+clip (quick runs); every metric sees the clip cut there. Ground-truth frames are brought to
+the generated size exactly as the pipeline brings the reference image to the model's size
+(`controlnext_jax.pose.video.prepare_reference`: resized to cover, aspect kept, centre-cropped).
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
-from PIL import Image
 
 from controlnext_jax.errors import UserError
+from controlnext_jax.pose.media import IMAGE_SUFFIXES, decode_frames, probe_video, read_video
+from controlnext_jax.pose.types import NUM_BODY
+from controlnext_jax.pose.video import prepare_reference
 
-REQUIRED = ("reference.png", "driving.mp4", "ground_truth.mp4")
+REFERENCE_NAMES = tuple(f"reference{suffix}" for suffix in IMAGE_SUFFIXES)
+REQUIRED = ("driving.mp4", "ground_truth.mp4")
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,9 @@ class ClipFiles:
     clip_id: str
     folder: Path
     generated: Path | None
-
-    @property
-    def reference(self) -> Path:
-        return self.folder / "reference.png"
+    reference: Path
+    root_param: str = "dataset.root"
+    generated_param: str = "dataset.root"
 
     @property
     def driving(self) -> Path:
@@ -56,75 +60,88 @@ class ClipFiles:
         return path if path.is_file() else None
 
 
+def _reference(folder: Path) -> Path | None:
+    found = [folder / name for name in REFERENCE_NAMES if (folder / name).is_file()]
+    if len(found) > 1:
+        raise UserError(f"dataset.root: clip {folder} has several reference images ({', '.join(p.name for p in found)}); "
+                        "keep one")
+    return found[0] if found else None
+
+
 def discover(root: str | Path, generated_dir: str | Path | None = None, max_clips: int = 0) -> list[ClipFiles]:
     """Every `<root>/<clip_id>/` folder, sorted by id, checked for the required files."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset.root={root}: not a folder")
+    if generated_dir and not Path(generated_dir).is_dir():
+        raise UserError(f"dataset.generated_dir={generated_dir}: not a folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise UserError(f"dataset.root={root}: no clip folders (<root>/<clip_id>/{', '.join(REQUIRED)})")
+        raise UserError(f"dataset.root={root}: no clip folders (<root>/<clip_id>/reference.png, {', '.join(REQUIRED)})")
     if max_clips < 0:
         raise UserError(f"dataset.max_clips={max_clips}: must be >= 0 (0 = all)")
     clips = []
     for folder in folders[: max_clips or None]:
+        reference = _reference(folder)
         missing = [name for name in REQUIRED if not (folder / name).is_file()]
+        if reference is None:
+            missing.insert(0, f"reference image ({'/'.join(REFERENCE_NAMES)})")
         if missing:
-            raise UserError(f"clip {folder}: missing {', '.join(missing)}")
+            raise UserError(f"dataset.root={root}: clip {folder.name} is missing {', '.join(missing)}")
         generated = (Path(generated_dir) / f"{folder.name}.mp4") if generated_dir else folder / "generated.mp4"
-        clips.append(ClipFiles(folder.name, folder, generated if generated.is_file() else None))
+        clips.append(ClipFiles(folder.name, folder, generated if generated.is_file() else None, reference,
+                               generated_param="dataset.generated_dir" if generated_dir else "dataset.root"))
     return clips
 
 
-def read_video(path: Path) -> np.ndarray:
-    """(t, h, w, 3) uint8 frames of a video file."""
-    frames = np.asarray(iio.imread(path, plugin="FFMPEG"))
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise UserError(f"{path}: expected an RGB video, got frames of shape {frames.shape}")
-    return frames
-
-
 def cover_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (t, h, w, 3) frames to cover height x width keeping the aspect (bilinear,
-    size rounded up), then centre-crop; frames already at that size are returned as is."""
-    t, h, w, _ = frames.shape
-    if (h, w) == (height, width):
+    """(t, h, w, 3) frames resized to cover height x width and centre-cropped, each exactly
+    as the pipeline prepares the reference image; frames already at that size are returned as is."""
+    if frames.shape[1:3] == (height, width):
         return frames
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, int(np.ceil(h * scale))), max(width, int(np.ceil(w * scale)))
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    out = np.empty((t, height, width, 3), np.uint8)
-    for i, frame in enumerate(frames):
-        resized = np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.BILINEAR))
-        out[i] = resized[top: top + height, left: left + width]
-    return out
+    return np.stack([prepare_reference(frame, height, width) for frame in frames])
 
 
 @dataclass(frozen=True)
 class Alignment:
     sample_stride: int = 2
     leading_reference_frame: bool = True
+    offset: int = 0  # first driving / ground-truth frame the pipeline used
+    max_frames: int = 0  # aligned frames kept per clip; 0 = all
 
     def __post_init__(self):
-        if self.sample_stride < 1:
-            raise UserError(f"alignment.sample_stride={self.sample_stride}: must be >= 1")
+        for name, value, low in (("sample_stride", self.sample_stride, 1), ("offset", self.offset, 0),
+                                 ("max_frames", self.max_frames, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"alignment.{name}={value!r}: must be an integer >= {low}")
 
     @property
     def first(self) -> int:
         """Index of the first generated frame that has a ground-truth counterpart."""
         return int(self.leading_reference_frame)
 
+    def aligned_count(self, num_generated: int) -> int:
+        """Generated frames from `first` on that are evaluated (before the source's end)."""
+        n = max(0, num_generated - self.first)
+        return min(n, self.max_frames) if self.max_frames else n
+
     def source_indices(self, num_generated: int, num_source: int) -> np.ndarray:
-        """Driving / ground-truth frame index of each generated frame from `first` on,
+        """Driving / ground-truth frame index of each evaluated generated frame from `first` on,
         cut where the source video ends."""
-        idx = np.arange(num_generated - self.first) * self.sample_stride
+        idx = self.offset + np.arange(self.aligned_count(num_generated)) * self.sample_stride
         return idx[idx < num_source]
+
+    def describe(self) -> str:
+        text = (f"generated frame {self.first} + j <-> ground-truth frame {self.offset} + j * {self.sample_stride}"
+                + (" (generated frame 0 is the reference pose)" if self.first else ""))
+        return text + (f"; at most {self.max_frames} aligned frames per clip" if self.max_frames else "")
 
 
 @dataclass
 class AlignedClip:
-    """One clip's frames, ready for the metrics. `generated` is the whole generated video;
-    `generated_aligned[i]` and `ground_truth[i]` show the same moment."""
+    """One clip's frames, ready for the metrics. `generated` is the generated video (cut after
+    the last evaluated frame when `alignment.max_frames` is set); `generated_aligned[i]` and
+    `ground_truth[i]` show the same moment, ground-truth frame `driving_indices[i]`."""
 
     clip_id: str
     files: ClipFiles
@@ -135,25 +152,60 @@ class AlignedClip:
     target_poses: tuple[np.ndarray, np.ndarray] | None  # (keypoints (n, 18, 2) normalised, scores (n, 18))
 
 
+def read_generated(clip: ClipFiles, alignment: Alignment) -> np.ndarray:
+    """The generated video, read up to the last frame `alignment` evaluates."""
+    param = clip.generated_param
+    if not alignment.max_frames:
+        return read_video(clip.generated, param)
+    keep = alignment.first + alignment.max_frames
+    frames = decode_frames(clip.generated, param)
+    try:
+        out = [frame for _, frame in zip(range(keep), frames)]
+    finally:
+        frames.close()
+    if not out:
+        raise UserError(f"{param}: {clip.generated}: the video has no frames")
+    return np.stack(out)
+
+
+def _read_ground_truth(clip: ClipFiles, indices: np.ndarray) -> np.ndarray:
+    """Only the ground-truth frames at `indices` (increasing), decoding stops after the last."""
+    info = probe_video(clip.ground_truth, "dataset.root")
+    wanted, out = set(indices.tolist()), []
+    frames = decode_frames(clip.ground_truth, "dataset.root", info)
+    try:
+        for index, frame in enumerate(frames):
+            if index in wanted:
+                out.append(frame)
+                if len(out) == len(wanted):
+                    break
+    finally:
+        frames.close()
+    return np.stack(out) if out else np.zeros((0, info.height, info.width, 3), np.uint8)
+
+
 def align_clip(clip: ClipFiles, generated: np.ndarray, alignment: Alignment) -> AlignedClip:
     """Pair a generated video with its ground truth (and given poses, if the clip has them)."""
-    gt = read_video(clip.ground_truth)
-    idx = alignment.source_indices(len(generated), len(gt))
+    wanted = alignment.source_indices(len(generated), np.iinfo(np.int64).max)
+    gt = _read_ground_truth(clip, wanted)
+    idx = wanted[: len(gt)]  # cut where the ground truth ends
     if len(idx) == 0:
-        raise UserError(f"clip {clip.clip_id}: no generated frame has a ground-truth frame "
-                         f"({len(generated)} generated, {len(gt)} ground truth)")
+        raise UserError(f"dataset.root: clip {clip.clip_id}: no generated frame has a ground-truth frame "
+                        f"({len(generated)} generated frames; ground truth from frame {alignment.offset} on has none)")
     height, width = generated.shape[1:3]
-    gen_aligned = generated[alignment.first: alignment.first + len(idx)]
+    generated = generated[: alignment.first + len(idx)]
+    gen_aligned = generated[alignment.first:]
     poses = None
     if clip.driving_poses is not None:
         with np.load(clip.driving_poses) as data:
             keypoints, scores = np.asarray(data["keypoints"], np.float64), np.asarray(data["scores"], np.float64)
-        if keypoints.ndim != 3 or keypoints.shape[1:] != (18, 2) or scores.shape != keypoints.shape[:2]:
-            raise UserError(f"{clip.driving_poses}: keypoints must be (F, 18, 2) and scores (F, 18), "
-                             f"got {keypoints.shape} and {scores.shape}")
+        if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_BODY, 2) or scores.shape != keypoints.shape[:2]:
+            raise UserError(f"dataset.root: {clip.driving_poses}: keypoints must be (F, {NUM_BODY}, 2) and scores "
+                            f"(F, {NUM_BODY}), got {keypoints.shape} and {scores.shape}")
         if len(keypoints) < len(generated):
-            raise UserError(f"{clip.driving_poses}: {len(keypoints)} poses for {len(generated)} generated frames")
+            raise UserError(f"dataset.root: {clip.driving_poses}: {len(keypoints)} poses for {len(generated)} "
+                            "generated frames")
         # one row per generated frame, like the pose sequence the model received
         sl = slice(alignment.first, alignment.first + len(idx))
         poses = (keypoints[sl], scores[sl])
-    return AlignedClip(clip.clip_id, clip, generated, gen_aligned, cover_crop(gt[idx], height, width), idx, poses)
+    return AlignedClip(clip.clip_id, clip, generated, gen_aligned, cover_crop(gt, height, width), idx, poses)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from controlnext_jax.pose.types import BODY_NAMES
+
 # COCO keypoint sigmas (cocoapi `COCOeval.computeOks`), in COCO-17 order.
 COCO_SIGMAS = {
     "nose": 0.026, "left_eye": 0.025, "right_eye": 0.025, "left_ear": 0.035, "right_ear": 0.035,
@@ -30,14 +32,10 @@ COCO_SIGMAS = {
     "left_wrist": 0.062, "right_wrist": 0.062, "left_hip": 0.107, "right_hip": 0.107,
     "left_knee": 0.087, "right_knee": 0.087, "left_ankle": 0.089, "right_ankle": 0.089,
 }
-# The 18 OpenPose body keypoints, in the order DWPose writes them.
-OPENPOSE18 = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow",
-              "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
-              "right_eye", "left_eye", "right_ear", "left_ear")
 # COCO has no neck. DWPose's neck is the mean of the two shoulders, so its localisation
 # error behaves like theirs: it gets the shoulder sigma.
 OPENPOSE18_SIGMAS = np.array([COCO_SIGMAS["left_shoulder"] if name == "neck" else COCO_SIGMAS[name]
-                              for name in OPENPOSE18])
+                              for name in BODY_NAMES])
 OKS_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 PCK_THRESHOLDS = (0.05, 0.1, 0.2)
 

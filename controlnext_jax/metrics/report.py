@@ -66,10 +66,28 @@ METRIC_NOTES = {
 }
 
 
+def _per_clip_table(rows: dict[str, dict]) -> list[str]:
+    """One row per clip, one column per value (the union of the clips' keys, in order)."""
+    columns = list(dict.fromkeys(k for values in rows.values() for k in values))
+    lines = ["| clip | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for clip, values in rows.items():
+        lines.append(f"| {clip} | " + " | ".join(_fmt(values.get(k, "")) for k in columns) + " |")
+    return lines
+
+
+PER_CLIP_NOTES = {
+    "fvd": "each clip's own I3D clips; nan where a side has fewer than 2",
+    "fid": "each clip's own frames; nan with fewer than 2, and strongly biased with few frames",
+    "pose": "each clip's frames alone",
+    "seams": "each clip's transitions alone",
+}
+
+
 def write_report(folder: Path, header: dict, results: dict[str, dict], skipped: list[Skipped],
-                 details: dict, plots: dict[str, str]) -> None:
-    """report.json and report.md into `folder`."""
-    payload = {"header": header, "results": results,
+                 details: dict, plots: dict[str, str], per_clip: dict[str, dict[str, dict]] | None = None) -> None:
+    """report.json and report.md into `folder`. `per_clip` holds, per metric, each clip's values."""
+    per_clip = per_clip or {}
+    payload = {"header": header, "results": results, "per_clip": per_clip,
                "skipped": [{"metric": s.metric, "reason": s.reason} for s in skipped],
                "plots": plots, "details": details}
     (folder / "report.json").write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
@@ -84,15 +102,17 @@ def write_report(folder: Path, header: dict, results: dict[str, dict], skipped: 
         if name == "fvd" and "fvd" in values:
             lines += ["", f"**FVD = {values['fvd']:.2f}** ({details['fvd']['clips_generated']} generated vs "
                           f"{details['fvd']['clips_real']} real clips; {details['fvd']['sampling']})"]
+        if per_clip.get(name):
+            lines += ["", f"Per clip ({PER_CLIP_NOTES[name]}):" if name in PER_CLIP_NOTES else "Per clip:", ""]
+            lines += _per_clip_table(per_clip[name])
         if name in plots:
             lines += ["", f"![{name}]({plots[name]})"]
     if skipped:
         lines += ["", "## Not computed", ""]
         lines += [f"- **{s.metric}**: {s.reason}" for s in skipped]
-    if "frames" in details:
-        lines += ["", "## Per clip", "", "| clip | frames | PSNR | SSIM | L1 |", "|---|---|---|---|---|"]
-        for clip, m in details["frames"].items():
-            lines.append(f"| {clip} | {len(m['psnr'])} | {_fmt(sum(m['psnr']) / len(m['psnr']))} | "
-                         f"{_fmt(sum(m['ssim']) / len(m['ssim']))} | {_fmt(sum(m['l1']) / len(m['l1']))} |")
+    if "speed" in details:
+        lines += ["", "## Speed", "", "| metric | seconds | aligned frames per second |", "|---|---|---|"]
+        lines += [f"| {name} | {v['seconds']:.2f} | {_fmt(v['frames_per_second'])} |"
+                  for name, v in details["speed"].items()]
     lines += ["", "## Full config", "", "```yaml", header.get("config_yaml", "").rstrip(), "```", ""]
     (folder / "report.md").write_text("\n".join(lines))

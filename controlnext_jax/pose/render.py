@@ -22,7 +22,17 @@ import math
 import cv2
 import numpy as np
 
-from controlnext_jax.pose.types import BODY, FACE, LEFT_HAND, RIGHT_HAND, Pose
+from controlnext_jax.pose.types import (
+    BODY,
+    FACE,
+    LEFT_HAND,
+    LIMBS,
+    NUM_BODY,
+    NUM_DRAWN_LIMBS,
+    RIGHT_HAND,
+    VISIBLE_SCORE,
+    Pose,
+)
 
 CANVAS_SHORT_SIDE = 2160
 LIMB_HALF_WIDTH = 4
@@ -30,21 +40,13 @@ JOINT_RADIUS = 4
 HAND_LINE_THICKNESS = 2
 HAND_JOINT_RADIUS = 4
 FACE_RADIUS = 3
-LIMB_SCORE = 0.3  # a limb is drawn when both ends score at least this
-JOINT_SCORE = 0.3  # a joint is drawn when it scores above this
+LIMB_SCORE = VISIBLE_SCORE  # a limb is drawn when both ends score at least this
+JOINT_SCORE = VISIBLE_SCORE  # a joint is drawn when it scores above this
 BODY_DIM = 0.6
 # uint8 -> uint8 table of the dimming, computed as the release computes it per pixel
 # (float multiply, truncation), so a table lookup gives identical values.
 _DIM_TABLE = (np.arange(256, dtype=np.uint8) * BODY_DIM).astype(np.uint8)
 
-# OpenPose limbs as (joint, joint) pairs of body indices; only the first 17 are
-# drawn (the last two, ear-shoulder, never were).
-LIMBS = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
-    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
-    (2, 16), (5, 17),
-)
-NUM_DRAWN_LIMBS = 17
 
 # One colour per limb and per joint (index i colours limb i and joint i), in the
 # canvas's channel order (BGR), i.e. shown swapped in the RGB result.
@@ -96,7 +98,7 @@ def _draw_body(canvas: np.ndarray, pose: Pose) -> np.ndarray:
 
     canvas = cv2.LUT(canvas, _DIM_TABLE)  # == (canvas * 0.6).astype(uint8), 20x faster
 
-    for i in range(18):
+    for i in range(NUM_BODY):
         for n in range(pose.num_people):
             if not score[n, i] > JOINT_SCORE:
                 continue

@@ -40,16 +40,19 @@ import dataclasses
 
 import numpy as np
 
-from controlnext_jax.pose.types import FACE, LEFT_HAND, NECK, RIGHT_HAND, VISIBLE_SCORE, Pose
-
-# (parent, child), parents always placed before their children.
-BONES = (
-    (1, 2), (2, 3), (3, 4),  # neck -> right shoulder -> elbow -> wrist
-    (1, 5), (5, 6), (6, 7),  # left arm
-    (1, 8), (8, 9), (9, 10),  # right leg
-    (1, 11), (11, 12), (12, 13),  # left leg
-    (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),  # head
+from controlnext_jax.pose.types import (
+    FACE,
+    LEFT_HAND,
+    LIMBS,
+    NECK,
+    NUM_DRAWN_LIMBS,
+    RIGHT_HAND,
+    VISIBLE_SCORE,
+    Pose,
 )
+
+# (parent, child), parents always placed before their children: the drawn limbs.
+BONES = LIMBS[:NUM_DRAWN_LIMBS]
 # Parts carried along with a body joint, scaled with a bone (parent, joint).
 ATTACHED = (
     (LEFT_HAND, (6, 7)),

@@ -24,7 +24,8 @@ import math
 import numpy as np
 
 NUM_KEYPOINTS = 134
-BODY = slice(0, 18)
+NUM_BODY = 18
+BODY = slice(0, NUM_BODY)
 FEET = slice(18, 24)
 FACE = slice(24, 92)
 LEFT_HAND = slice(92, 113)
@@ -34,6 +35,17 @@ NECK = 1
 # A body keypoint counts as visible above this score (DWPose's threshold, used by the
 # drawing, the neck rule and the alignment).
 VISIBLE_SCORE = 0.3
+
+# OpenPose limbs as (joint, joint) pairs of body indices, in the release's drawing order;
+# only the first 17 are drawn (the last two, ear-shoulder, never were). Each drawn limb
+# is written (parent, child) from the neck outward and every parent appears in an earlier
+# limb, so the drawn limbs also serve as the skeleton tree (retargeting walks them in order).
+LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
+    (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),
+    (2, 16), (5, 17),
+)
+NUM_DRAWN_LIMBS = 17
 
 BODY_NAMES = (
     "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",

@@ -172,7 +172,7 @@ def align_poses(reference: Pose, driving: list[Pose], align: str, video_hw: tupl
 def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path: str, *,
                           height: int = 1024, width: int = 576, max_frame_num: int = 240,
                           sample_stride: int = 2, align: str = "rescale",
-                          progress: bool = True, start_frame: int = 0) -> PoseSequence:
+                          progress: bool = True, start_frame: int = 0, video_param: str = "video") -> PoseSequence:
     """Reference image (H, W, 3) uint8 RGB, as loaded) + driving video -> PoseSequence.
 
     Driving frames start_frame, start_frame + stride, ... are used. A video in which
@@ -185,7 +185,7 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
         raise UserError(f"align must be one of {', '.join(ALIGN_MODES)}; got {align!r}")
     if isinstance(start_frame, bool) or not isinstance(start_frame, (int, np.integer)) or start_frame < 0:
         raise UserError(f"start_frame must be an integer >= 0, got {start_frame!r}")
-    info = probe_video(video_path)
+    info = probe_video(video_path, video_param)
 
     reference_image = prepare_reference(image, height, width)
     reference = detector.detect(reference_image)
@@ -197,7 +197,7 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
     total = None
     if info.num_frames is not None:
         total = max(0, min(limit, -(-(info.num_frames - start_frame) // sample_stride)))
-    frames = sampled_frames(video_path, sample_stride, limit, info=info, start=start_frame)
+    frames = sampled_frames(video_path, sample_stride, limit, param=video_param, info=info, start=start_frame)
     if progress:
         from tqdm import tqdm
 
@@ -209,10 +209,10 @@ def extract_pose_sequence(detector: PoseDetector, image: np.ndarray, video_path:
     fps = info.fps // sample_stride if info.fps > 0 else 0.0
     notes = []
     if driving and not any(p.num_people for p in driving):
-        notes.append(f"video={video_path}: nobody was found in any of the {len(driving)} driving frames "
+        notes.append(f"{video_param}={video_path}: nobody was found in any of the {len(driving)} driving frames "
                      "used; the pose frames after the reference pose are empty")
     elif not driving:
-        notes.append(f"video={video_path}: no driving frame was read (start_frame {start_frame}, "
+        notes.append(f"{video_param}={video_path}: no driving frame was read (start_frame {start_frame}, "
                      f"sample_stride {sample_stride}, max_frame_num {max_frame_num})")
     for note in notes:
         log.warning("%s", note)

@@ -1,8 +1,9 @@
 """The evaluation job behind `controlnext-eval`: dataset -> videos -> evaluators -> report.
 
 Configuration: `configs/eval.yaml` (documented there and in README, section Evaluation).
-Everything that can fail on bad input (paths, ranges, weights, generation) fails before
-the first metric runs, and nothing is written unless the whole report is.
+Parameters, paths, weights and every clip's videos (opened and probed) are checked before
+the first metric runs; a video whose data turns out damaged while decoding stops the run
+with one line naming it. Nothing is written unless the whole report is.
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ from pathlib import Path
 import jax
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from controlnext_jax.atomic_io import atomic_folder, check_output, sha256_file
 from controlnext_jax.errors import UserError
 from controlnext_jax.metrics import i3d_weights, plots
-from controlnext_jax.metrics.dataset import AlignedClip, Alignment, ClipFiles, align_clip, discover, read_video
+from controlnext_jax.metrics.dataset import (
+    AlignedClip,
+    Alignment,
+    ClipFiles,
+    align_clip,
+    discover,
+    read_generated,
+)
 from controlnext_jax.metrics.evaluators import (
     BodyDetector,
     DrivingPoses,
@@ -34,6 +43,9 @@ from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
 from controlnext_jax.metrics.report import Skipped, write_report
+from controlnext_jax.pose.align import ReferencePoseError
+from controlnext_jax.pose.media import load_image, probe_video
+from controlnext_jax.pose.types import BODY, NUM_BODY
 from controlnext_jax.provenance import code_version
 
 
@@ -41,18 +53,18 @@ def _body(pose) -> tuple[np.ndarray, np.ndarray]:
     """A `controlnext_jax.pose.Pose` -> the most confident person's 18 body keypoints and
     scores (zeros when nobody is found; NaN coordinates of absent points -> 0, score 0)."""
     if pose.num_people == 0:
-        return np.zeros((18, 2)), np.zeros(18)
-    best = int(np.argmax(pose.scores[:, :18].mean(axis=1)))
-    return np.nan_to_num(pose.keypoints[best, :18]), pose.scores[best, :18]
+        return np.zeros((NUM_BODY, 2)), np.zeros(NUM_BODY)
+    best = int(np.argmax(pose.scores[:, BODY].mean(axis=1)))
+    return np.nan_to_num(pose.keypoints[best, BODY]), pose.scores[best, BODY]
 
 
 def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[BodyDetector, DrivingPoses]:
-    """Body detector and driving-pose extractor from `controlnext_jax.pose` (issue 4).
+    """Body detector and driving-pose extractor from `controlnext_jax.pose`.
 
     The targets are the pose sequence the animate pipeline feeds the model (reference pose,
-    then the driving frames every sample_stride, aligned to the reference), so generated
-    frame `first + i` is compared with sequence frame 1 + i. Raises ImportError when the pose
-    package or its detector's dependencies are missing."""
+    then the driving frames from alignment.offset every sample_stride, aligned to the
+    reference), so generated frame `first + i` is compared with sequence frame 1 + i. Raises
+    ImportError when the pose package or its detector's dependencies are missing."""
     from hydra.utils import instantiate
 
     pose_video = importlib.import_module("controlnext_jax.pose.video")
@@ -70,14 +82,16 @@ def pose_tools_from_package(cfg: DictConfig, alignment: Alignment) -> tuple[Body
     def driving_poses(clip: AlignedClip) -> tuple[np.ndarray, np.ndarray]:
         h, w = clip.generated.shape[1:3]
         n = len(clip.generated_aligned)
+        reference = pose_video.load_image(clip.files.reference, param="dataset.root")
         try:
             sequence = pose_video.extract_pose_sequence(
-                detector, pose_video.load_image(str(clip.files.reference)), str(clip.files.driving), height=h,
-                width=w, max_frame_num=n + 1, sample_stride=alignment.sample_stride, align=cfg.pose_metrics.align,
-                progress=False)
-        except ValueError as e:  # e.g. no person in the reference: the pipeline could not have run either
-            raise UserError(f"clip {clip.clip_id}: driving poses (pose_metrics.align="
-                             f"{cfg.pose_metrics.align}): {e}") from e
+                detector, reference, str(clip.files.driving), height=h, width=w, max_frame_num=n + 1,
+                sample_stride=alignment.sample_stride, align=cfg.pose_metrics.align, progress=False,
+                start_frame=alignment.offset, video_param="dataset.root")
+        except ReferencePoseError as e:  # the pipeline could not have run on this reference either
+            raise UserError(f"dataset.root={clip.files.reference}: {str(e).removeprefix('image: ')} (needed for the "
+                            "driving poses of pose_metrics; give the clip a driving_poses.npz or "
+                            "pose_metrics.enabled=false)") from None
         bodies = [_body(p) for p in sequence.poses[1: n + 1]]
         return np.stack([k for k, _ in bodies]), np.stack([s for _, s in bodies])
 
@@ -178,21 +192,37 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
               "fvd.torch_weights": cfg.fvd.torch_weights, "frames.fid_extractor": cfg.frames.fid_extractor,
               "frames.lpips_backbone": cfg.frames.lpips_backbone, "frames.lpips_linear": cfg.frames.lpips_linear}
     out_dir = check_output(cfg.out, inputs=inputs, overwrite=cfg.overwrite)
-    alignment = Alignment(cfg.alignment.sample_stride, cfg.alignment.leading_reference_frame)
+    alignment = Alignment(cfg.alignment.sample_stride, cfg.alignment.leading_reference_frame,
+                          cfg.alignment.offset, cfg.alignment.max_frames)
     clips = discover(cfg.dataset.root, cfg.dataset.generated_dir, cfg.dataset.max_clips)
     for clip in clips:
         if clip.generated is None:
             raise _missing_generated(clip, cfg)
+        probe_video(clip.generated, clip.generated_param)
+        probe_video(clip.ground_truth, "dataset.root")
+        if cfg.pose_metrics.enabled and clip.driving_poses is None:  # the pose package reads these two
+            probe_video(clip.driving, "dataset.root")
+            load_image(clip.reference, param="dataset.root")
     evaluators, skipped, header_extra = build_evaluators(cfg, alignment, pose_tools)
 
-    frames_per_clip = {}
-    for clip in clips:
-        aligned = align_clip(clip, read_video(clip.generated), alignment)
-        frames_per_clip[clip.clip_id] = {"generated": len(aligned.generated), "aligned": len(aligned.ground_truth)}
+    frames_per_clip, seconds = {}, {e.name: 0.0 for e in evaluators}
+    for clip in tqdm(clips, desc="clips", unit="clip", disable=not cfg.progress):
+        aligned = align_clip(clip, read_generated(clip, alignment), alignment)
+        frames_per_clip[clip.clip_id] = {"generated": len(aligned.generated), "aligned": len(aligned.ground_truth),
+                                         "first_source_frame": int(aligned.driving_indices[0]),
+                                         "last_source_frame": int(aligned.driving_indices[-1])}
         for evaluator in evaluators:
-            evaluator.update(aligned)
+            with tqdm(total=len(aligned.generated_aligned), desc=f"{evaluator.name} {clip.clip_id}", unit="frame",
+                      leave=False, disable=not cfg.progress) as bar:
+                tick = time.perf_counter()
+                evaluator.update(aligned, bar.update)
+                seconds[evaluator.name] += time.perf_counter() - tick
 
     results = {e.name: dict(e.results()) for e in evaluators}
+    per_clip = {e.name: e.per_clip() for e in evaluators}
+    frames_total = sum(v["aligned"] for v in frames_per_clip.values())
+    speed = {name: {"seconds": round(t, 3), "frames_per_second": round(frames_total / t, 3) if t > 0 else None}
+             for name, t in seconds.items()}
     # a distance needs two samples per side: say so instead of printing a number
     for name, key, unit in (("fvd", "fvd_clips", "clips"), ("fid", "fid_frames", "frames")):
         if name in results and name not in results[name]:
@@ -207,8 +237,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
                  "their own seeds are not known to it)"),
         "dataset": f"{Path(cfg.dataset.root).resolve()} ({len(clips)} clips: {', '.join(c.clip_id for c in clips)})",
         "frames compared": sum(v["aligned"] for v in frames_per_clip.values()),
-        "alignment": (f"generated frame {alignment.first} + j <-> ground-truth frame j * {alignment.sample_stride}"
-                      + (" (generated frame 0 is the reference pose)" if alignment.first else "")),
+        "alignment": alignment.describe(),
         "sampling windows": f"batch_frames {cfg.sampling.batch_frames}, overlap {cfg.sampling.overlap}",
         **header_extra,
         "environment": f"jax {jax.__version__} on {jax.default_backend()}, python {platform.python_version()}",
@@ -218,11 +247,12 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
         header["fvd sampling"] = details["fvd"]["sampling"]
     details["clips"] = {c.clip_id: {**frames_per_clip[c.clip_id], "generated_sha256": sha256_file(c.generated)}
                         for c in clips}
+    details["speed"] = speed
 
     with atomic_folder(out_dir, overwrite=cfg.overwrite) as tmp:
         written = _plots(evaluators, cfg, tmp)
         header["runtime"] = f"{time.time() - start:.1f} s"
-        write_report(tmp, header, results, skipped, details, written)
+        write_report(tmp, header, results, skipped, details, written, per_clip)
     return out_dir
 
 
@@ -230,10 +260,10 @@ def _plots(evaluators, cfg: DictConfig, folder: Path) -> dict[str, str]:
     written = {}
     for e in evaluators:
         if isinstance(e, SeamEvaluator):
-            plots.plot_seams(e.per_clip, e.batch_frames, e.overlap, folder / "seams.png")
+            plots.plot_seams(e.clips, e.batch_frames, e.overlap, folder / "seams.png")
             written["seams"] = "seams.png"
         elif isinstance(e, FrameEvaluator):
-            plots.plot_per_frame(e.per_clip, [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "L1 (0..1)")],
+            plots.plot_per_frame(e.per_frame, [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "L1 (0..1)")],
                                  folder / "frame_metrics.png", "Frame metrics per frame (generated vs ground truth)")
             written["frames"] = "frame_metrics.png"
         elif isinstance(e, PoseEvaluator):
