@@ -146,6 +146,8 @@ def videos(tmp_path_factory):
     (d / "damaged.mp4").write_bytes(data[:3000] + bytes(len(data) // 3) + data[3000 + len(data) // 3:])
     (d / "text.mp4").write_text("not a video")
     (d / "empty.mp4").write_bytes(b"")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=1",
+                    str(d / "audio.mp4")], check=True)
     return d
 
 
@@ -161,7 +163,8 @@ def test_good_video_reads_every_frame(videos):
 
 @pytest.mark.parametrize("name,reason", [("cut_end.mp4", "truncated"), ("damaged.mp4", "damaged"),
                                          ("cut_start.mp4", "moov atom not found"), ("text.mp4", "cannot read it"),
-                                         ("empty.mp4", "cannot read it"), ("missing.mp4", "file not found")])
+                                         ("empty.mp4", "cannot read it"), ("missing.mp4", "file not found"),
+                                         ("audio.mp4", "the file has no video stream")])
 def test_bad_videos_are_one_user_error_line(videos, name, reason):
     with pytest.raises(UserError) as e:
         read_video(videos / name, param="dataset.root")

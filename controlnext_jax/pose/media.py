@@ -95,14 +95,17 @@ def _first_line(e: BaseException) -> str:
 # ------------------------------------------------------------------------------- videos
 def ffmpeg_reason(text: str) -> str:
     """The meaningful part of ffmpeg's error output: the version banner, build
-    configuration and library versions dropped, '[demuxer @ 0x...]' prefixes removed, the
-    most specific message first and the generic one after it."""
+    configuration, library versions and the input's description (indented lines) dropped,
+    '[demuxer @ 0x...]' prefixes removed, the most specific message first and the generic
+    one after it."""
+    if "Input #" in text and " Video: " not in text:
+        return "the file has no video stream"
     lines = []
     for raw in text.splitlines():
         line = raw.strip()
-        if (not line or line.startswith(("ffmpeg version", "built with", "configuration:", "lib", "=== "))
+        if (not line or raw[:1].isspace() or line.startswith(("ffmpeg version", "Input #", "Output #", "=== "))
                 or "Could not load meta information" in line or "misdetection possible" in line
-                or line.startswith(("Error opening input file ", "Last message repeated"))):
+                or line.startswith(("Error opening input file ", "Error opening output file ", "Last message repeated"))):
             continue
         line = re.sub(r"^(\[[^\]]* @ 0x[0-9a-f]+\]\s*)+", "", line)
         if line not in lines:
