@@ -193,8 +193,8 @@ def align_clip(clip: ClipFiles, generated: np.ndarray, alignment: Alignment) -> 
         raise UserError(f"dataset.root: clip {clip.clip_id}: no generated frame has a ground-truth frame "
                         f"({len(generated)} generated frames; ground truth from frame {alignment.offset} on has none)")
     height, width = generated.shape[1:3]
-    generated = generated[: alignment.first + len(idx)]
-    gen_aligned = generated[alignment.first:]
+    generated = generated[: alignment.first + alignment.aligned_count(len(generated))]  # max_frames
+    gen_aligned = generated[alignment.first: alignment.first + len(idx)]
     poses = None
     if clip.driving_poses is not None:
         with np.load(clip.driving_poses) as data:
