@@ -4,7 +4,8 @@ One tiny checkpoint (random torch weights in the diffusers layout, converted wit
 converter) is shared by every test; sizes are 64x64 pixels (8x8 latents: the tiny UNet
 needs even latent sizes, the VAE downsamples by 8) and 2 Euler steps. Each distinct
 (frames, windows) shape costs one XLA compilation of ~20 s on this CPU, so the cases reuse
-shapes where they can (7 frames at batch 7 and at batch 9 are the same program).
+shapes where they can (7 frames at batch 7 and at batch 9 are the same program), and the tests
+outside the `slow` marker share a single program (10 frames, windows of 6 overlapping by 2).
 """
 
 from __future__ import annotations
@@ -78,14 +79,17 @@ def _run_torch(release, frames, batch, overlap, guidance, seed=0, **kw):
 # ------------------------------------------------------------------------ parity with the release
 
 
+slow = pytest.mark.slow
+
+
 @pytest.mark.parametrize("frames,batch,overlap,guidance", [
-    pytest.param(9, 4, 1, 3.0, marks=pytest.mark.slow),  # three windows, the last clamped to start 5
-    (7, 7, 0, 3.0),  # one window of all frames
-    (7, 9, 2, 3.0),  # fewer frames than batch_frames: batch clamped (same program as above)
-    pytest.param(10, 6, 2, 3.0, marks=pytest.mark.slow),
+    (10, 6, 2, 3.0),  # two windows (the fast tests' shape: its program is compiled once for all)
     (10, 6, 2, 1.0),  # CFG on at exactly 1 (uncond + 1 * (cond - uncond))
-    pytest.param(10, 6, 2, 0.5, marks=pytest.mark.slow),  # the release turns CFG off below 1
-    (11, 6, 2, 3.0),  # three windows, the last clamped, frames shared by three windows
+    pytest.param(9, 4, 1, 3.0, marks=slow),  # three windows, the last clamped to start 5
+    pytest.param(7, 7, 0, 3.0, marks=slow),  # one window of all frames
+    pytest.param(7, 9, 2, 3.0, marks=slow),  # fewer frames than batch_frames: batch clamped (same program)
+    pytest.param(10, 6, 2, 0.5, marks=slow),  # the release turns CFG off below 1 (a program without CFG)
+    pytest.param(11, 6, 2, 3.0, marks=slow),  # three windows, the last clamped, frames shared by three
 ])
 def test_quirks_mode_matches_release(pipe, release, frames, batch, overlap, guidance):
     ours = _run_jax(pipe, frames, batch, overlap, guidance)
@@ -96,6 +100,7 @@ def test_quirks_mode_matches_release(pipe, release, frames, batch, overlap, guid
     assert err < PARITY_TOL
 
 
+@slow
 def test_windows_per_call_stacks_windows(pipe, release):
     """3 windows in one UNet call (one program with a (1, 3, 6) window table) = one at a time."""
     one = _run_jax(pipe, 11, 6, 2, 3.0, windows_per_call=1)
@@ -149,6 +154,7 @@ def test_default_mode_honours_endpoint_parameters(pipe, release, kwargs, torch_k
     assert rel_err(default, _run_torch(release, 10, 6, 2, 3.0, **torch_kwargs)) < PARITY_TOL
 
 
+@slow
 def test_guidance_below_one(pipe):
     quirks_05 = _run_jax(pipe, 10, 6, 2, 0.5)
     # the release ignores the value below 1: the conditional prediction alone
@@ -161,6 +167,16 @@ def test_guidance_below_one(pipe):
     assert rel_err(default_10, quirks_05) < 1e-5
 
 
+def test_overlap_linear_equals_uniform_with_one_shared_frame(pipe):
+    """Windows start at 0 and 4: only frame 5 is shared (window 1 skips frame 4), where the
+    cross-fade's 1/2, 1/2 is the mean; the triangular weights differ there."""
+    uniform = _run_jax(pipe, 10, 6, 2, 3.0)
+    # same values, weights 1/2 + 1/2 instead of (1 + 1) / 2: float32 rounding only
+    np.testing.assert_allclose(_run_jax(pipe, 10, 6, 2, 3.0, fusion="overlap_linear"), uniform, rtol=1e-6, atol=1e-6)
+    assert rel_err(_run_jax(pipe, 10, 6, 2, 3.0, fusion="triangular"), uniform) > 1e-4
+
+
+@slow
 def test_fusion_modes_take_effect(pipe):
     """Windows start at 0, 4, 5: frames 5..9 are shared, so every mode fuses differently
     (the weights themselves are checked in test_sampler.py)."""
@@ -177,8 +193,8 @@ def test_fusion_modes_take_effect(pipe):
 def test_reference_of_another_size_is_cover_resized(pipe):
     rng = np.random.default_rng(4)
     big = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
-    _, poses, latents, image_noise = _inputs(7)
-    kw = dict(height=SIZE, width=SIZE, num_inference_steps=STEPS, batch_frames=7, overlap=0, latents=latents,
+    _, poses, latents, image_noise = _inputs(10)
+    kw = dict(height=SIZE, width=SIZE, num_inference_steps=STEPS, batch_frames=6, overlap=2, latents=latents,
               image_noise=image_noise, output_type="latent", reference_quirks=True)
     np.testing.assert_array_equal(pipe(big, poses, **kw), pipe(prepare_reference(big, SIZE, SIZE), poses, **kw))
 
@@ -193,6 +209,7 @@ def test_bad_inputs_are_named(pipe):
         pipe(image, poses, height=SIZE, width=SIZE, batch_frames=4, overlap=7)
 
 
+@slow
 def test_decoded_frames_match_release(pipe, release):
     """uint8 output: 7 frames decoded 2 at a time (chunks 2, 2, 2, 1), against the release's decode."""
     ours = _run_jax(pipe, 7, 7, 0, 3.0, output_type="np", decode_chunk_size=2)
@@ -231,7 +248,7 @@ _MESH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
+@slow
 def test_four_device_mesh_equals_one_device(release, cache_dir):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", _MESH_SCRIPT, str(release[2]), str(cache_dir)], env=env,
@@ -245,7 +262,7 @@ def test_four_device_mesh_equals_one_device(release, cache_dir):
     assert report["rel_err"] < 3e-5
 
 
-@pytest.mark.slow
+@slow
 def test_bfloat16_pipeline_stays_close(release, cache_dir):
     bf16 = load_pipeline(release[2], dtype="bfloat16", compilation_cache_dir=cache_dir)
     ours = _run_jax(bf16, 10, 6, 2, 3.0)
