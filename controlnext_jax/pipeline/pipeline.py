@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,17 +72,36 @@ class ControlNeXtPipeline:
         self._params = replicate(params, self.mesh, self.devices[0] if self.mesh is None else None)
         self.trace_count = 0  # how often the program was traced (once per new shape set)
 
-        def animate_program(*args, **kwargs):
-            self.trace_count += 1
-            return run_program(graphdefs, batch_constraint(self.mesh), *args, **kwargs)
+        self._on_group = None  # host hook for the progress bar: (step, group) -> None, set per call
 
-        static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor")
+        def window_group_done(step, group):
+            if self._on_group is not None:
+                self._on_group(int(step), int(group))
+
+        def animate_program(*args, progress: bool, **kwargs):
+            self.trace_count += 1
+            # JAX does not keep programs with host callbacks in its persistent compilation
+            # cache, so the progress hook is compiled in only when a bar is asked for
+            return run_program(graphdefs, batch_constraint(self.mesh), *args,
+                               on_window_group=window_group_done if progress else None, **kwargs)
+
+        static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor", "progress")
         self._program = jax.jit(animate_program, static_argnames=static)
+        # compiled executables by shape set: compiled ahead of the call so compile time is
+        # measured apart from sampling, and never repeated for shapes seen before
+        self._executables: dict = {}
 
     @property
     def compile_count(self) -> int:
         """Compiled variants of the program held in memory (one per shape set and static option)."""
-        return self._program._cache_size()
+        return len(self._executables)
+
+    def _executable(self, inputs: dict, static: dict):
+        leaves, tree = jax.tree.flatten(inputs)
+        key = (tree, tuple((x.shape, x.dtype, x.sharding) for x in leaves), tuple(sorted(static.items())))
+        if key not in self._executables:
+            self._executables[key] = self._program.lower(self._params, inputs, **static).compile()
+        return self._executables[key]
 
     def __call__(self, image: np.ndarray, poses: np.ndarray, *, height: int = 1024, width: int = 576,
                  num_inference_steps: int = 25, guidance_scale: float = 3.0, min_guidance_scale: float | None = None,
@@ -107,9 +127,50 @@ class ControlNeXtPipeline:
                             decode_chunk_size=decode_chunk_size, seed=seed, fusion=fusion,
                             windows_per_call=windows_per_call, output_type=output_type,
                             reference_quirks=reference_quirks)
+        return self._execute(image, poses, p, latents=latents, image_noise=image_noise)[0]
+
+    def run(self, image: np.ndarray, poses: np.ndarray, *, progress: bool = False, latents: np.ndarray | None = None,
+            image_noise: np.ndarray | None = None, **params) -> tuple[np.ndarray, dict[str, float]]:
+        """`__call__` with timings ({"compile_s", "denoise_decode_s"}: compilation, ~0 for shapes
+        already compiled, apart from the run) and, with `progress`, a bar over steps x window
+        groups that shows their rate. The bar needs a host callback inside the program, and JAX
+        does not store such programs in its persistent compilation cache: with `progress` the
+        program is compiled in every new process, without it a later process loads it."""
+        poses = np.asarray(poses)
+        p = validate_params(num_frames=poses.shape[0] if poses.ndim == 4 else None,
+                            size_multiple=self.size_multiple, **params)
+        return self._execute(image, poses, p, latents=latents, image_noise=image_noise, progress=progress)
+
+    def _execute(self, image, poses, p: AnimateParams, *, latents=None, image_noise=None,
+                 progress: bool = False) -> tuple[np.ndarray, dict[str, float]]:
         inputs, static = self.prepare(image, poses, p, latents=latents, image_noise=image_noise)
-        out = np.asarray(self._program(self._params, inputs, **static))
-        return out[None] if p.output_type == "latent" else out
+        static["progress"] = bool(progress)
+        start = time.perf_counter()
+        executable = self._executable(inputs, static)
+        compiled = time.perf_counter()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            groups = inputs["plan"]["frame_index"].shape[0]
+            bar = tqdm(total=p.num_inference_steps * groups, unit="window group",
+                       desc=f"denoise ({p.num_inference_steps} steps x {groups} window groups)")
+            seen = set()
+
+            def advance(step: int, group: int) -> None:
+                if (step, group) not in seen:  # once per group, however many devices report it
+                    seen.add((step, group))
+                    bar.update(1)
+
+            self._on_group = advance
+        try:
+            out = np.asarray(executable(self._params, inputs))
+        finally:
+            self._on_group = None
+            if bar is not None:
+                bar.close()
+        timings = {"compile_s": compiled - start, "denoise_decode_s": time.perf_counter() - compiled}
+        return (out[None] if p.output_type == "latent" else out), timings
 
     def prepare(self, image: np.ndarray, poses: np.ndarray, p: AnimateParams, *, latents=None,
                 image_noise=None) -> tuple[dict, dict]:
@@ -160,7 +221,7 @@ class ControlNeXtPipeline:
         }
         inputs = replicate(jax.tree.map(jnp.asarray, inputs), self.mesh,
                            self.devices[0] if self.mesh is None else None)
-        static = dict(cfg=cfg, output_type=p.output_type, decode_chunk_size=p.decode_chunk_size,
+        static = dict(cfg=cfg, output_type=p.output_type, decode_chunk_size=p.decode_chunk_size, progress=False,
                       scaling_factor=float(self.configs["vae"].scaling_factor))
         return inputs, static
 

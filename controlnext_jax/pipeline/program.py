@@ -86,10 +86,12 @@ def decode_latents(vae, latents: jax.Array, chunk: int, scaling_factor: float) -
 
 
 def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict, *, cfg: bool,
-                output_type: str, decode_chunk_size: int, scaling_factor: float) -> jax.Array:
+                output_type: str, decode_chunk_size: int, scaling_factor: float,
+                on_window_group: Callable | None = None) -> jax.Array:
     """inputs: reference (1, H, W, 3) f32 in [-1, 1]; image_noise (1, H, W, 3); noise (F, h, w, 4)
     standard normal; poses (F, H, W, 3) uint8; sigmas (S+1,), c_noise (S,), init_sigma ();
     added_time_ids (3,); control_scale (); guidance (B,); plan arrays (see WindowPlan.arrays).
+    on_window_group(step, group): a host function told when a window group is done (progress).
     Returns latents (F, h, w, 4) f32 or frames (F, H, W, 3) uint8."""
     unet, vae, clip, controlnext = (nnx.merge(graphdefs[n], params[n])
                                     for n in ("unet", "vae", "image_encoder", "controlnext"))
@@ -115,7 +117,7 @@ def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict
     plan = inputs["plan"]
     latents = inputs["noise"].astype(jnp.float32) * inputs["init_sigma"]
     latents = sample_windows(v_prediction_denoiser(model), latents, inputs["sigmas"], inputs["c_noise"],
-                             plan, plan["pose_index"])
+                             plan, plan["pose_index"], on_window_group=on_window_group)
     if output_type == "latent":
         return latents
 

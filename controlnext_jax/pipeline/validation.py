@@ -2,7 +2,7 @@
 
 `validate_params` is pure: a command line can call it on the user's values before it
 reads a checkpoint, and the pipeline calls it again at run time with the frame count
-and the model's size multiple. Every failure is one `ValueError` line naming the
+and the model's size multiple. Every failure is one `UserError` (a ValueError) line naming the
 parameter, the value and what is allowed.
 """
 
@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from controlnext_jax.errors import UserError
 from controlnext_jax.sampling.fusion import FUSION_MODES
 
 OUTPUT_TYPES = ("np", "latent")
@@ -73,9 +74,9 @@ def _check_range(name: str, value, low, high, kind: type) -> None:
         ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     what = "an integer" if kind is int else "a number"
     if not ok_type:
-        raise ValueError(f"{name}={value!r}: must be {what} in {low:g}..{high:g}")
+        raise UserError(f"{name}={value!r}: must be {what} in {low:g}..{high:g}")
     if not low <= value <= high:
-        raise ValueError(f"{name}={value!r}: allowed range is {low:g}..{high:g}")
+        raise UserError(f"{name}={value!r}: allowed range is {low:g}..{high:g}")
 
 
 def validate_params(*, num_frames: int | None = None, size_multiple: int = 8, **params) -> AnimateParams:
@@ -83,27 +84,31 @@ def validate_params(*, num_frames: int | None = None, size_multiple: int = 8, **
 
     num_frames: the pose frame count when known (it bounds the window layout);
     size_multiple: height and width must be multiples of it (the VAE's downsampling factor).
-    Raises ValueError with one line naming the parameter, the value and the allowed range.
+    Raises UserError (a ValueError) with one line naming the parameter, the value and the allowed range.
     """
     fields = {f.name for f in dataclasses.fields(AnimateParams)}
     unknown = sorted(set(params) - fields)
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown parameter; allowed: {', '.join(sorted(fields))}")
+        raise UserError(f"{unknown[0]}: unknown parameter; allowed: {', '.join(sorted(fields))}")
     p = AnimateParams(**params)
     for name, (low, high, kind) in RANGES.items():
         value = getattr(p, name)
         if value is not None:
             _check_range(name, value, low, high, kind)
     for name in ("height", "width"):
-        if getattr(p, name) % size_multiple:
-            raise ValueError(f"{name}={getattr(p, name)}: allowed: multiples of {size_multiple} "
-                             f"in {RANGES[name][0]}..{RANGES[name][1]}")
+        value = getattr(p, name)
+        if value % size_multiple:
+            low, high = RANGES[name][:2]
+            below = max(value - value % size_multiple, low)
+            above = min(below + size_multiple, high)
+            raise UserError(f"{name}={value}: allowed: multiples of {size_multiple} in {low}..{high}; "
+                             f"the nearest are {below} and {above}")
     if p.fusion not in FUSION_MODES:
-        raise ValueError(f"fusion={p.fusion!r}: allowed: {', '.join(FUSION_MODES)}")
+        raise UserError(f"fusion={p.fusion!r}: allowed: {', '.join(FUSION_MODES)}")
     if p.output_type not in OUTPUT_TYPES:
-        raise ValueError(f"output_type={p.output_type!r}: allowed: {', '.join(OUTPUT_TYPES)}")
+        raise UserError(f"output_type={p.output_type!r}: allowed: {', '.join(OUTPUT_TYPES)}")
     if not isinstance(p.reference_quirks, bool):
-        raise ValueError(f"reference_quirks={p.reference_quirks!r}: allowed: True, False")
+        raise UserError(f"reference_quirks={p.reference_quirks!r}: allowed: True, False")
     if p.windows_per_call is not None:
         _check_range("windows_per_call", p.windows_per_call, 1, 1024, int)
     if p.seed is not None:
@@ -114,6 +119,6 @@ def validate_params(*, num_frames: int | None = None, size_multiple: int = 8, **
         # more frames than one window: windows must advance (the release crashes at
         # overlap == batch_frames and returns NaN above it)
         if num_frames > batch and p.overlap >= batch:
-            raise ValueError(f"overlap={p.overlap}: allowed range is 0..{batch - 1} (below batch_frames) "
+            raise UserError(f"overlap={p.overlap}: allowed range is 0..{batch - 1} (below batch_frames) "
                              f"when the video ({num_frames} frames) is longer than one window")
     return p

@@ -27,12 +27,15 @@ def euler_from_denoised(x: jax.Array, denoised: jax.Array, sigma: jax.Array, sig
 
 
 def sample_windows(denoise: Denoiser, latents: jax.Array, sigmas: jax.Array, c_noise: jax.Array,
-                   plan: dict[str, jax.Array], group_inputs: Any = None) -> jax.Array:
+                   plan: dict[str, jax.Array], group_inputs: Any = None,
+                   on_window_group: Callable[[Any, Any], None] | None = None) -> jax.Array:
     """Run all steps. latents (F, h, w, c) float32, already scaled by the initial sigma;
     sigmas (steps + 1,), c_noise (steps,): the model's noise level per step;
     plan: `WindowPlan.arrays()` (frame_index, weight: (G, W, B); total: (F,));
     group_inputs: a pytree whose leaves have leading dims (G, W, ...), sliced per group
-    and passed to `denoise`. Returns the final latents (F, h, w, c) float32."""
+    and passed to `denoise`; on_window_group(step, group): a host function called (through
+    `jax.debug.callback`, unordered: nothing flows back into the computation) when a group
+    is done, for progress. Returns the final latents (F, h, w, c) float32."""
     frame_index, weight, total = plan["frame_index"], plan["weight"], plan["total"]
     num_groups = frame_index.shape[0]
     latents = latents.astype(jnp.float32)
@@ -46,7 +49,10 @@ def sample_windows(denoise: Denoiser, latents: jax.Array, sigmas: jax.Array, c_n
             inputs = jax.tree.map(lambda a: a[g], group_inputs)
             denoised = denoise(x_windows, sigma, noise_level, inputs)
             stepped = euler_from_denoised(x_windows, denoised.astype(jnp.float32), sigma, sigma_next)
-            return acc.at[index].add(stepped * weight[g][:, :, None, None, None])
+            acc = acc.at[index].add(stepped * weight[g][:, :, None, None, None])
+            if on_window_group is not None:
+                jax.debug.callback(on_window_group, i, g)
+            return acc
 
         acc = jax.lax.fori_loop(0, num_groups, window_group, jnp.zeros_like(x))
         return acc / total[:, None, None, None]

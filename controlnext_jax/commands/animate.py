@@ -1,0 +1,227 @@
+"""controlnext-animate: a reference image animated by the poses of a driving video.
+
+    controlnext-animate ckpt=/ckpt/controlnext-jax image=ref.png video=dance.mp4 out=dance_ref.mp4
+    controlnext-animate ckpt=/ckpt/controlnext-jax request=payload.json out=result.mp4
+
+Order of work, cheapest first, so that every mistake is reported before the model loads:
+parameters (the endpoint's ranges, sizes the checkpoint allows), outputs (never an input,
+writable), inputs (downloaded when they are URLs, readable), poses (detected and aligned
+with `controlnext_jax.pose`, or read from an already rendered pose video), then the
+pipeline (`controlnext_jax.load_pipeline`). The four outputs (video, side-by-side
+pose|result video, JSON sidecar, the endpoint-style response) appear together or not
+at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from controlnext_jax.atomic_io import atomic_file, check_output
+from controlnext_jax.cli import run_command
+from controlnext_jax.errors import UserError, require_choice
+
+DTYPES = ("float32", "bfloat16")
+VIDEO_SUFFIX = ".mp4"
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """The video and the files written beside it (named after it)."""
+    return {"out": out, "side_by_side": out.with_name(f"{out.stem}.side_by_side.mp4"),
+            "sidecar": out.with_name(f"{out.stem}.json"), "response": out.with_name(f"{out.stem}.response.json")}
+
+
+def resolve_parameters(cfg: DictConfig, argv: list[str]) -> dict:
+    """The config as a plain dict, with a `request=` payload's fields filled in. A value given
+    on the command line wins over the payload's (so a payload can be varied from the shell)."""
+    from controlnext_jax.pipeline.request import read_request
+
+    params = OmegaConf.to_container(cfg, resolve=True)
+    if cfg.request:
+        given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
+        for key, value in read_request(cfg.request).items():
+            if key not in given:
+                params[key] = value
+    return params
+
+
+def check_parameters(params: dict) -> dict:
+    """Every parameter against its allowed values (no file is opened but pipeline.json);
+    returns the animate call's keyword arguments."""
+    from controlnext_jax.pipeline import size_multiple, validate_params
+    from controlnext_jax.pose.video import ALIGN_MODES, check_int
+
+    require_choice("dtype", params["dtype"], DTYPES)
+    require_choice("align", params["align"], ALIGN_MODES)
+    for name in ("max_frame_num", "sample_stride"):
+        check_int(name, params[name])
+    if not params.get("image"):
+        raise UserError("image: required (a path, file:// or http(s):// URL), or request=payload.json")
+    if bool(params.get("video")) == bool(params.get("pose_video")):
+        raise UserError("give exactly one of video= (poses are detected) or pose_video= (rendered poses, used as is)")
+    if not str(params["out"]).lower().endswith(VIDEO_SUFFIX):
+        raise UserError(f"out={params['out']}: must name an {VIDEO_SUFFIX} file")
+    call = {k: params[k] for k in ("height", "width", "num_inference_steps", "guidance_scale", "batch_frames",
+                                   "overlap", "motion_bucket_id", "fps", "controlnext_cond_scale",
+                                   "decode_chunk_size", "seed", "fusion", "windows_per_call", "reference_quirks")}
+    validate_params(size_multiple=size_multiple(params["ckpt"]), **call)
+    return call
+
+
+def check_window_layout(call: dict, num_frames: int) -> None:
+    from controlnext_jax.pipeline import validate_params
+
+    validate_params(num_frames=num_frames, **{k: call[k] for k in ("batch_frames", "overlap")})
+
+
+def read_pose_video(path: Path, params: dict) -> np.ndarray:
+    """A rendered pose video (first frame = the reference pose), at most max_frame_num frames,
+    resized to cover (height, width) and centre-cropped when its size differs."""
+    from controlnext_jax.pose.media import decode_frames
+    from controlnext_jax.pose.video import prepare_reference
+
+    h, w = params["height"], params["width"]
+    frames = []
+    decoded = decode_frames(path, "pose_video")
+    try:
+        for frame in decoded:
+            frames.append(frame if frame.shape[:2] == (h, w) else prepare_reference(frame, h, w))
+            if len(frames) >= params["max_frame_num"]:
+                break
+    finally:
+        decoded.close()
+    return np.stack(frames)
+
+
+def detect_poses(image: np.ndarray, video: Path, params: dict, pose_cfg: DictConfig) -> tuple[np.ndarray, dict]:
+    from controlnext_jax.commands.pose import instantiate_detector
+    from controlnext_jax.pose.video import extract_pose_sequence
+
+    detector = instantiate_detector(pose_cfg)
+    try:
+        seq = extract_pose_sequence(detector, image, str(video), height=params["height"], width=params["width"],
+                                    max_frame_num=params["max_frame_num"], sample_stride=params["sample_stride"],
+                                    align=params["align"], progress=params["progress"])
+    finally:
+        if hasattr(detector, "close"):
+            detector.close()
+    info = {"detector": pose_cfg.get("_target_"), "align": params["align"], "rescale": seq.rescale.to_json(),
+            "driving_video_fps": seq.video.fps, "warnings": seq.warnings}
+    return np.stack(list(seq.render())), info
+
+
+def checkpoint_digest(ckpt: Path) -> dict:
+    """What identifies the weights without reading gigabytes: the sha256 of pipeline.json and
+    of the conversion report (which holds the source files' sha256)."""
+    digest = {}
+    for name in ("pipeline.json", "conversion_report.json"):
+        path = Path(ckpt) / name
+        if path.is_file():
+            digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def animate(cfg: DictConfig, argv: list[str]) -> None:
+    from controlnext_jax.pipeline.request import fetch_input, response_json
+    from controlnext_jax.pose.media import load_image
+    from controlnext_jax.pose.video import prepare_reference
+
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    params = resolve_parameters(cfg, argv)
+    call = check_parameters(params)
+    if call["seed"] is None:
+        call["seed"] = secrets.randbits(31)  # drawn here so the sidecar can record it
+
+    inputs = {name: params.get(name) for name in ("image", "video", "pose_video", "ckpt", "request")}
+    local_inputs = {k: v for k, v in inputs.items() if v and "://" not in str(v)}
+    paths = output_paths(check_output(params["out"], inputs=local_inputs, overwrite=params["overwrite"], kind="file"))
+    for name, path in paths.items():
+        if name != "out":
+            check_output(path, inputs=local_inputs, overwrite=params["overwrite"], param=f"out ({name})", kind="file")
+
+    with tempfile.TemporaryDirectory(prefix="controlnext-animate-") as downloads:
+        folder = Path(downloads)
+        image_path = fetch_input(params["image"], "image", folder)
+        image = load_image(image_path)
+        source = fetch_input(params["video"] or params["pose_video"], "video" if params["video"] else "pose_video",
+                             folder)
+        timings["inputs_s"] = time.perf_counter() - start
+
+        t = time.perf_counter()
+        if params["video"]:
+            poses, pose_info = detect_poses(image, source, params, cfg.pose)
+        else:
+            poses, pose_info = read_pose_video(source, params), {"pose_video": str(params["pose_video"])}
+        check_window_layout(call, len(poses))
+        timings["pose_s"] = time.perf_counter() - t
+
+    from controlnext_jax.pipeline import load_pipeline
+
+    t = time.perf_counter()
+    pipe = load_pipeline(params["ckpt"], params["dtype"], compilation_cache_dir=params["compilation_cache"])
+    timings["load_s"] = time.perf_counter() - t
+    reference = prepare_reference(image, params["height"], params["width"])
+    frames, run_timings = pipe.run(reference, poses, progress=params["progress"], **call)
+    timings.update(run_timings)
+
+    sidecar = {
+        "parameters": {**{k: params[k] for k in ("image", "video", "pose_video", "request", "ckpt", "dtype", "align",
+                                                 "max_frame_num", "sample_stride")}, **call},
+        "seed": call["seed"],
+        "frames": int(frames.shape[0]),
+        "checkpoint_digest": checkpoint_digest(params["ckpt"]),
+        "poses": pose_info,
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_outputs(paths, frames, poses, params["fps"], sidecar, response_json)
+    print(f"[animate] wrote {paths['out']} ({frames.shape[0]} frames, {params['width']}x{params['height']} "
+          f"at {params['fps']} fps), {paths['side_by_side'].name}, {paths['sidecar'].name}, "
+          f"{paths['response'].name}")
+
+
+def versions() -> dict:
+    import flax
+    import jax
+
+    from controlnext_jax.provenance import code_version
+
+    return {"code": code_version(), "jax": jax.__version__, "flax": flax.__version__,
+            "python": platform.python_version(), "backend": jax.default_backend(),
+            "devices": [str(d) for d in jax.devices()]}
+
+
+def write_outputs(paths: dict[str, Path], frames: np.ndarray, poses: np.ndarray, fps: int, sidecar: dict,
+                  response_json) -> None:
+    """All four files under temporary names; renamed only when every one is complete."""
+    from controlnext_jax.pose.media import _encode  # the encoder behind write_video, into a path we own
+
+    with contextlib.ExitStack() as stack:
+        tmp = {name: stack.enter_context(atomic_file(path, param="out")) for name, path in paths.items()}
+        _encode(str(tmp["out"]), paths["out"], frames, fps, "out")
+        _encode(str(tmp["side_by_side"]), paths["side_by_side"],
+                (np.concatenate([p, f], axis=1) for p, f in zip(poses, frames)), fps, "out")
+        tmp["sidecar"].write_text(json.dumps(sidecar, indent=2))
+        response = response_json(tmp["out"])
+        response["video"].update(url=paths["out"].absolute().as_uri(), file_name=paths["out"].name)
+        tmp["response"].write_text(json.dumps(response, indent=2))
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_command("controlnext-animate", "animate", lambda cfg: animate(cfg, argv), argv)
+
+
+if __name__ == "__main__":
+    main()
