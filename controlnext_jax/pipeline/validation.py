@@ -18,7 +18,7 @@ from controlnext_jax.sampling.fusion import FUSION_MODES
 OUTPUT_TYPES = ("np", "latent")
 MAX_FRAMES = 1000  # the endpoint's max_frame_num range, reference pose included
 
-# name -> (low, high, kind); the endpoint's ranges (REFERENCE.md, seeds/ endpoint description)
+# name -> (low, high, kind); the endpoint's ranges (README.md, Animate; docs/release_semantics.md)
 RANGES: dict[str, tuple[float, float, type]] = {
     "height": (64, 1024, int),
     "width": (64, 1024, int),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 # What the ControlNeXt release feeds regardless of its caller's fps / motion_bucket_id
-# (its pipeline overwrites them; REFERENCE.md, "Known quirks").
+# (its pipeline overwrites them; docs/release_semantics.md, "Known quirks").
 ORIGINAL_ADDED_TIME_IDS = (6.0, 128.0, 0.02)
 
 

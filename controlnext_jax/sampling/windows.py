@@ -1,4 +1,4 @@
-"""Where the temporal windows of the sampler start (REFERENCE.md, Sampling step 5).
+"""Where the temporal windows of the sampler start (docs/release_semantics.md, Sampling step 5).
 
 Each denoising step runs the UNet on windows of `batch_frames` frames that overlap by
 `overlap` frames: starts `range(0, num_frames - overlap, batch_frames - overlap)`, a start

@@ -1,6 +1,6 @@
 """A PyTorch reference of the ControlNeXt-SVD-v2 release's sampler, for parity tests and benchmarks.
 
-Written from REFERENCE.md (Scheduler, Sampling, Known quirks) with diffusers'
+Written from docs/release_semantics.md (Scheduler, Sampling, Known quirks) with diffusers'
 UNetSpatioTemporalConditionModel (control added by our injection hook),
 AutoencoderKLTemporalDecoder, transformers' CLIPVisionModelWithProjection, our torch
 ControlNeXt module and diffusers' EulerDiscreteScheduler with SVD's config. It loops over
