@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from flax import nnx
 
 from controlnext_jax.checkpoint.torch_layout import assign_state_dict, param_table
+from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.testing.parity_cases import rel_err  # noqa: F401  (re-exported for the tests)
 from controlnext_jax.testing.parity_cases import to_nhwc as nchw_to_nhwc  # noqa: F401
+from controlnext_jax.testing.torch_checkpoints import model_configs
 from controlnext_jax.testing.torch_random import randomize_  # noqa: F401  (re-exported for the tests)
 
 TOL = 1e-4  # ||out - ref|| / ||ref|| in float32
@@ -31,3 +36,15 @@ def mapped_torch_shapes(abstract) -> dict[str, tuple[int, ...]]:
 
 def torch_param_shapes(torch_module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
     return {key: tuple(p.shape) for key, p in torch_module.named_parameters()}
+
+
+def full_size_pair(component: str, build_torch: Callable[[dict], torch.nn.Module]
+                   ) -> tuple[torch.nn.Module, nnx.Module]:
+    """The svd_xt-size `component` without weights: the torch module built by `build_torch` from
+    the config of configs/model/svd_xt.yaml (file metadata `_*` left out) on the meta device, and
+    ours built abstractly from the same config."""
+    d = model_configs("svd_xt")[component]
+    abstract = COMPONENTS[component].build_abstract(COMPONENTS[component].config_from_dict(d))
+    with torch.device("meta"):
+        torch_module = build_torch({k: v for k, v in d.items() if not k.startswith("_")})
+    return torch_module, abstract

@@ -20,6 +20,7 @@ from controlnext_jax.testing.torch_checkpoints import model_config, model_config
 from tests.parity import (
     TOL,
     copy_torch_weights,
+    full_size_pair,
     mapped_torch_shapes,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -71,11 +72,7 @@ def test_config_from_dict_forms():
 
 
 def test_full_size_svd_image_encoder_maps():
-    svd = model_configs("svd_xt")["image_encoder"]
-    cfg = CLIPVisionConfig.from_dict(svd)
-    abstract = abstract_model(CLIPVisionModelWithProjection, cfg)
-    with torch.device("meta"):
-        tm = TorchCLIPVision(TorchCLIPVisionConfig(**svd))
+    tm, abstract = full_size_pair("image_encoder", lambda d: TorchCLIPVision(TorchCLIPVisionConfig(**d)))
     torch_shapes = torch_param_shapes(tm)
     assert mapped_torch_shapes(abstract) == torch_shapes
     assert len(torch_shapes) == 3 + 4 + 32 * 16 + 1  # embeddings, pre/post norms, layers, projection

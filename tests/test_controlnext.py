@@ -17,6 +17,7 @@ from tests.golden import convert_into, load_golden, nhwc
 from tests.parity import (
     TOL,
     copy_torch_weights,
+    full_size_pair,
     mapped_torch_shapes,
     nchw_to_nhwc,
     randomize_,
@@ -92,10 +93,7 @@ def test_output_size_at_1024x576(stem_padding, hw):
 
 
 def test_full_size_parameter_table_matches_torch():
-    cfg = ControlNeXtConfig.from_dict(_release_config())
-    model = abstract_model(ControlNeXtSDVModel, cfg)
-    with torch.device("meta"):
-        tm = TorchControlNeXt(**cfg.to_dict())
+    tm, model = full_size_pair("controlnext", lambda d: TorchControlNeXt(**d))
     ref = torch_param_shapes(tm)
     assert mapped_torch_shapes(model) == ref
     assert "down_res.1.conv_shortcut.weight" in ref and "down_sample.0.conv.weight" in ref

@@ -12,9 +12,12 @@ from diffusers.models.resnet import ResnetBlock2D as TorchResnetBlock2D
 from diffusers.models.resnet import SpatioTemporalResBlock as TorchSTResBlock
 from flax import nnx
 
-from controlnext_jax.models.attention import Attention, FeedForward
+from controlnext_jax.models.attention import Attention, FeedForward, set_attention_implementation
+from controlnext_jax.models.clip_vision import CLIPAttention, CLIPVisionModelWithProjection
+from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from controlnext_jax.models.resnet import ResnetBlock2D, SpatioTemporalResBlock
+from controlnext_jax.testing.torch_checkpoints import model_config
 from tests.parity import TOL, copy_torch_weights, nchw_to_nhwc, nhwc_to_nchw, randomize_, rel_err
 
 rngs = lambda: nnx.Rngs(0)  # noqa: E731
@@ -92,3 +95,15 @@ def test_feed_forward_geglu_uses_exact_gelu():
 def test_nhwc_helpers_round_trip():
     a = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
     np.testing.assert_array_equal(nchw_to_nhwc(nhwc_to_nchw(a)), a)
+
+
+def test_set_attention_implementation_reaches_every_attention_layer():
+    # the cuDNN switch for GPUs: the shared Attention (UNet, VAE) and CLIP's own attention
+    clip = abstract_model(CLIPVisionModelWithProjection, model_config("image_encoder"))
+    attention = Attention(32, heads=2, dim_head=16, rngs=rngs())
+    for model, kind in ((clip, CLIPAttention), (attention, Attention)):
+        set_attention_implementation(model, "xla")
+        layers = [m for _, m in model.iter_modules() if isinstance(m, kind)]
+        assert layers and all(m.implementation == "xla" for m in layers)
+    with pytest.raises(ValueError, match="flash"):
+        set_attention_implementation(clip, "flash")

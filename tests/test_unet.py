@@ -20,6 +20,7 @@ from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
 from tests.parity import (
     TOL,
     copy_torch_weights,
+    full_size_pair,
     mapped_torch_shapes,
     nchw_to_nhwc,
     randomize_,
@@ -153,12 +154,7 @@ def test_remat_tiny_unet_matches_original_injection():
 @pytest.fixture(scope="module")
 def svd_xt():
     """The full-size UNet, ours abstract (nnx.eval_shape) and diffusers' on the meta device: no weights."""
-    d = model_configs("svd_xt")["unet"]
-    cfg = UNetConfig.from_dict(d)
-    abstract = abstract_model(UNetSpatioTemporalConditionModel, cfg)
-    with torch.device("meta"):
-        torch_unet = TorchUNet.from_config(d)
-    return torch_unet, abstract
+    return full_size_pair("unet", TorchUNet.from_config)
 
 
 def test_svd_xt_config_maps_every_torch_key(svd_xt):

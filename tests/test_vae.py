@@ -13,10 +13,11 @@ from flax import nnx
 
 from controlnext_jax.models.components import abstract_model
 from controlnext_jax.models.vae_temporal import AutoencoderKLTemporalDecoder, VAEConfig
-from controlnext_jax.testing.torch_checkpoints import model_config, model_configs
+from controlnext_jax.testing.torch_checkpoints import model_config
 from tests.parity import (
     TOL,
     copy_torch_weights,
+    full_size_pair,
     mapped_torch_shapes,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -135,11 +136,7 @@ def test_config_round_trip_and_validation():
 
 
 def test_full_size_config_maps_every_key():
-    d = model_configs("svd_xt")["vae"]
-    cfg = VAEConfig.from_dict(d)
-    abstract = abstract_model(AutoencoderKLTemporalDecoder, cfg)
-    with torch.device("meta"):
-        tm = TorchVAE.from_config(d)
+    tm, abstract = full_size_pair("vae", TorchVAE.from_config)
     ref = torch_param_shapes(tm)
     assert len(ref) == 374
     assert mapped_torch_shapes(abstract) == ref

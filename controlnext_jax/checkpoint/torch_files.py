@@ -53,7 +53,6 @@ class StateDictFile(Mapping[str, np.ndarray]):
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: file not found")
         name = self.path.name
-        self._shards: dict[str, Path] = {}
         if name.endswith(".index.json"):
             self._open_index()
         elif name.endswith(".safetensors"):

@@ -37,15 +37,11 @@ class ParamSlot:
 
     @property
     def torch_shape(self) -> tuple[int, ...]:
-        return torch_shape_of(self.shape, self.layout)
-
-
-def torch_shape_of(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    if layout == "linear":
-        return (shape[1], shape[0])
-    if layout == "conv":
-        return (shape[-1], shape[-2], *shape[:-2])
-    return tuple(shape)
+        if self.layout == "linear":
+            return (self.shape[1], self.shape[0])
+        if self.layout == "conv":
+            return (self.shape[-1], self.shape[-2], *self.shape[:-2])
+        return self.shape
 
 
 def _owner(model: nnx.Module, path: tuple) -> object:
