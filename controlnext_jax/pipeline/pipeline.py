@@ -25,7 +25,7 @@ from controlnext_jax.pipeline.program import run_program
 from controlnext_jax.pipeline.sharding import batch_constraint, make_mesh, replicate, windows_per_call_for
 from controlnext_jax.pipeline.validation import AnimateParams, validate_params
 from controlnext_jax.sampling.conditioning import added_time_ids
-from controlnext_jax.sampling.scheduler import SchedulerConfig, make_sigmas
+from controlnext_jax.sampling.scheduler import SchedulerConfig, init_noise_sigma, make_sigmas
 from controlnext_jax.sampling.window_plan import plan_windows
 
 DEFAULT_CACHE_DIR = Path("~/.cache/controlnext-jax/jax_cache")
@@ -194,8 +194,7 @@ class ControlNeXtPipeline:
         latents = _noise("latents", latents, latent_shape, rng)
 
         sigmas, c_noise = make_sigmas(self.scheduler, p.num_inference_steps)
-        sigma_max = np.float32(sigmas.max())
-        init_sigma = sigma_max if self.scheduler.timestep_spacing != "leading" else np.sqrt(sigma_max ** 2 + 1)
+        init_sigma = init_noise_sigma(sigmas, self.scheduler.timestep_spacing)
 
         low, high = p.guidance_range
         # the release turns CFG off below 1 (and ignores the value); default mode guides at every

@@ -17,13 +17,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from controlnext_jax.sampling.scheduler import euler_from_denoised
+
 # denoise(x_windows (W, B, h, w, c) f32, sigma, c_noise, group inputs) -> denoised (W, B, h, w, c) f32
 Denoiser = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
-
-
-def euler_from_denoised(x: jax.Array, denoised: jax.Array, sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
-    """One Euler step (s_churn 0) in diffusers' operation order: d = (x - denoised) / sigma."""
-    return x + (x - denoised) / sigma * (sigma_next - sigma)
 
 
 def sample_windows(denoise: Denoiser, latents: jax.Array, sigmas: jax.Array, c_noise: jax.Array,

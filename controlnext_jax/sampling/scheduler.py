@@ -124,9 +124,15 @@ def denoised_from_v(model_output: jax.Array, sample: jax.Array, sigma: jax.Array
     return model_output.astype(jnp.float32) * c_out + sample.astype(jnp.float32) / (sigma * sigma + 1.0)
 
 
+def euler_from_denoised(sample: jax.Array, denoised: jax.Array, sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
+    """One deterministic Euler step (s_churn 0) in diffusers' operation order:
+    d = (sample - denoised) / sigma, then sample + d * (sigma_next - sigma)."""
+    return sample + (sample - denoised) / sigma * (sigma_next - sigma)
+
+
 def euler_step(model_output: jax.Array, sample: jax.Array, sigma: jax.Array, sigma_next: jax.Array) -> jax.Array:
-    """One deterministic Euler step (s_churn 0) from `sigma` to `sigma_next`, float32."""
+    """One deterministic Euler step from the model's v-prediction, float32."""
     sample = sample.astype(jnp.float32)
     sigma = jnp.asarray(sigma, jnp.float32)
-    derivative = (sample - denoised_from_v(model_output, sample, sigma)) / sigma
-    return sample + derivative * (jnp.asarray(sigma_next, jnp.float32) - sigma)
+    return euler_from_denoised(sample, denoised_from_v(model_output, sample, sigma), sigma,
+                               jnp.asarray(sigma_next, jnp.float32))

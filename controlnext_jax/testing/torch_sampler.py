@@ -19,11 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from controlnext_jax.models.clip_preprocess import CLIP_MEAN, CLIP_STD
+from controlnext_jax.sampling.conditioning import ORIGINAL_ADDED_TIME_IDS
 from controlnext_jax.testing.torch_controlnext import hook_control_into_unet
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-RELEASE_ADDED_TIME_IDS = (6.0, 128.0, 0.02)  # what the release feeds whatever its caller asks
 
 
 def build_random_release(workdir: str | Path, configs: dict, *, seed: int = 0) -> tuple[dict, Path]:
@@ -67,7 +65,7 @@ def release_sample(models: dict, scheduler_config: dict, image: np.ndarray, pose
                    latents: np.ndarray, image_noise: np.ndarray, num_inference_steps: int,
                    min_guidance_scale: float, max_guidance_scale: float, batch_frames: int, overlap: int,
                    decode_chunk_size: int = 2, output_type: str = "latent",
-                   added_time_ids: tuple[float, float, float] = RELEASE_ADDED_TIME_IDS,
+                   added_time_ids: tuple[float, float, float] = ORIGINAL_ADDED_TIME_IDS,
                    control_scale: float | None = None) -> np.ndarray:
     """The release's sampling loop on uint8 `image` (H, W, 3) and `poses` (F, H, W, 3).
 
