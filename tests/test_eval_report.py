@@ -12,6 +12,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -202,7 +203,7 @@ def test_pose_skipped_without_pose_package(dataset, tmp_path, monkeypatch):
 
 def test_errors_leave_no_output(dataset, tmp_path):
     out = tmp_path / "r"
-    with pytest.raises(ValueError, match="animate pipeline"):
+    with pytest.raises(UserError, match="ckpt: required with generate=true"):
         evaluation.run(_cfg(dataset, out, "generate=true"))
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
@@ -229,14 +230,13 @@ def test_cli_reports_errors_cleanly(dataset, tmp_path):
     command = [sys.executable, "-m", "controlnext_jax.commands.evaluate"]
     proc = subprocess.run([*command, f"dataset.root={dataset}", f"out={out}", "generate=true"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "animate pipeline" in proc.stderr
+    assert proc.returncode == 2 and "ckpt: required with generate=true" in proc.stderr
     proc = subprocess.run([*command, f"out={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "missing required parameter: dataset.root=" in proc.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []  # Hydra wrote no outputs/ folder either
 
 
 def test_fid_and_lpips_with_user_weights(dataset, tmp_path):
-    torch = pytest.importorskip("torch")
     from tests.test_metrics_lpips import _alexnet_features
 
     class Detector(torch.nn.Module):

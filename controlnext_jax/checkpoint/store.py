@@ -15,6 +15,7 @@ so saving a 6 GB UNet in one piece would need ~15 GB.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -157,3 +158,14 @@ def load_component_config(ckpt: str | Path, name: str):
 
 def _config_source(ckpt: str | Path, name: str) -> str:
     return f"{Path(ckpt) / PIPELINE_FILE} (components.{name})"
+
+
+def checkpoint_digest(ckpt: str | Path) -> dict[str, str]:
+    """What identifies a checkpoint without reading gigabytes: the sha256 of pipeline.json
+    (every component's config) and of the conversion report (the source files' sha256)."""
+    digest = {}
+    for name in (PIPELINE_FILE, "conversion_report.json"):
+        path = Path(ckpt) / name
+        if path.is_file():
+            digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest

@@ -15,7 +15,6 @@ at all.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import platform
 import secrets
@@ -120,18 +119,8 @@ def detect_poses(image: np.ndarray, video: Path, params: dict, pose_cfg: DictCon
     return np.stack(list(seq.render())), info
 
 
-def checkpoint_digest(ckpt: Path) -> dict:
-    """What identifies the weights without reading gigabytes: the sha256 of pipeline.json and
-    of the conversion report (which holds the source files' sha256)."""
-    digest = {}
-    for name in ("pipeline.json", "conversion_report.json"):
-        path = Path(ckpt) / name
-        if path.is_file():
-            digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digest
-
-
 def animate(cfg: DictConfig, argv: list[str]) -> None:
+    from controlnext_jax.checkpoint.store import checkpoint_digest
     from controlnext_jax.pipeline.request import fetch_input, response_json
     from controlnext_jax.pose.media import load_image
     from controlnext_jax.pose.video import prepare_reference

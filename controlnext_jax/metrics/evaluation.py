@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from controlnext_jax.atomic_io import atomic_folder, check_output, sha256_file
+from controlnext_jax.atomic_io import atomic_folder, check_output, partial_prefix, sha256_file
+from controlnext_jax.checkpoint.store import checkpoint_digest
 from controlnext_jax.errors import UserError
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import (
@@ -41,6 +44,7 @@ from controlnext_jax.metrics.evaluators import (
 )
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
+from controlnext_jax.metrics.generation import check_generation, generate_clips
 from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
 from controlnext_jax.metrics.report import Skipped, write_report
 from controlnext_jax.pose.align import ReferencePoseError
@@ -103,14 +107,6 @@ def _missing_generated(clip: ClipFiles, cfg: DictConfig) -> UserError:
              else f"{clip.folder}/generated.mp4")
     return UserError(f"clip {clip.clip_id}: no generated video at {where} (generate=false takes videos "
                              "already generated)")
-
-
-def _check_generate(cfg: DictConfig) -> None:
-    if cfg.generate:
-        raise UserError(
-            "generate=true needs the animate pipeline, which this checkout does not have yet; generate the "
-            "videos elsewhere, put them at <clip>/generated.mp4 or <dataset.generated_dir>/<clip_id>.mp4 and run "
-            "with generate=false")
 
 
 def _fvd_evaluator(cfg: DictConfig) -> tuple[FVDEvaluator, dict]:
@@ -187,8 +183,9 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     `command` is recorded in the header."""
     start = time.time()
     code = code_version()  # before JAX starts its threads (git runs in a subprocess)
-    _check_generate(cfg)
-    inputs = {"dataset.root": cfg.dataset.root, "dataset.generated_dir": cfg.dataset.generated_dir,
+    if cfg.generate:
+        check_generation(cfg)
+    inputs = {"dataset.root": cfg.dataset.root, "dataset.generated_dir": cfg.dataset.generated_dir, "ckpt": cfg.ckpt,
               "fvd.torch_weights": cfg.fvd.torch_weights, "frames.fid_extractor": cfg.frames.fid_extractor,
               "frames.lpips_backbone": cfg.frames.lpips_backbone, "frames.lpips_linear": cfg.frames.lpips_linear}
     out_dir = check_output(cfg.out, inputs=inputs, overwrite=cfg.overwrite)
@@ -196,15 +193,33 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
                           cfg.alignment.offset, cfg.alignment.max_frames)
     clips = discover(cfg.dataset.root, cfg.dataset.generated_dir, cfg.dataset.max_clips)
     for clip in clips:
-        if clip.generated is None:
-            raise _missing_generated(clip, cfg)
-        probe_video(clip.generated, clip.generated_param)
+        if not cfg.generate:
+            if clip.generated is None:
+                raise _missing_generated(clip, cfg)
+            probe_video(clip.generated, clip.generated_param)
         probe_video(clip.ground_truth, "dataset.root")
-        if cfg.pose_metrics.enabled and clip.driving_poses is None:  # the pose package reads these two
+        # generation and the pose package read these two
+        if cfg.generate or (cfg.pose_metrics.enabled and clip.driving_poses is None):
             probe_video(clip.driving, "dataset.root")
             load_image(clip.reference, param="dataset.root")
     evaluators, skipped, header_extra = build_evaluators(cfg, alignment, pose_tools)
+    # generated videos wait beside the output under its temporary prefix (removed on failure,
+    # and as stale leftovers by a later run) and move into <out>/generated/ with the report
+    generated_dir, generation = None, {}
+    if cfg.generate:
+        generated_dir = Path(tempfile.mkdtemp(prefix=partial_prefix(out_dir) + "generated-", dir=out_dir.parent))
+    try:
+        if cfg.generate:
+            clips, generation = generate_clips(cfg, clips, generated_dir)
+        return _evaluate(cfg, clips, alignment, evaluators, skipped, header_extra, out_dir, generated_dir,
+                         generation, code=code, command=command, start=start)
+    finally:
+        if generated_dir is not None:
+            shutil.rmtree(generated_dir, ignore_errors=True)
 
+
+def _evaluate(cfg: DictConfig, clips, alignment, evaluators, skipped, header_extra, out_dir: Path,
+              generated_dir: Path | None, generation: dict, *, code: str, command: str, start: float) -> Path:
     frames_per_clip, seconds = {}, {e.name: 0.0 for e in evaluators}
     for clip in tqdm(clips, desc="clips", unit="clip", disable=not cfg.progress):
         aligned = align_clip(clip, read_generated(clip, alignment), alignment)
@@ -235,8 +250,10 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     header = {
         "code": code,
         "command": command or "(library call)",
-        "checkpoint": ("n/a: videos already generated (generate=false); generated video sha256 in report.json"),
-        "seed": (cfg.seed if cfg.generate else f"{cfg.seed} (recorded; the videos were generated before this run, "
+        "checkpoint": (f"{Path(cfg.ckpt).resolve()} (sha256 {checkpoint_digest(cfg.ckpt)})" if cfg.generate else
+                       "n/a: videos already generated (generate=false); generated video sha256 in report.json"),
+        "seed": (f"{cfg.seed} (clip i generated with seed {cfg.seed} + i; generated/<clip_id>.mp4)" if cfg.generate
+                 else f"{cfg.seed} (recorded; the videos were generated before this run, "
                  "their own seeds are not known to it)"),
         "dataset": f"{Path(cfg.dataset.root).resolve()} ({len(clips)} clips: {', '.join(c.clip_id for c in clips)})",
         "frames compared": sum(v["aligned"] for v in frames_per_clip.values()),
@@ -251,9 +268,13 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     details["clips"] = {c.clip_id: {**frames_per_clip[c.clip_id], "generated_sha256": sha256_file(c.generated)}
                         for c in clips}
     details["speed"] = speed
+    if generation:
+        details["generation"] = generation
 
     with atomic_folder(out_dir, overwrite=cfg.overwrite) as tmp:
         written = _plots(evaluators, cfg, tmp)
+        if generated_dir is not None:
+            generated_dir.rename(tmp / "generated")
         header["runtime"] = f"{time.time() - start:.1f} s"
         write_report(tmp, header, results, skipped, details, written, per_clip)
     return out_dir
