@@ -1,6 +1,6 @@
 """The renderer against an independent drawing written from the DWPose description.
 
-`reference_drawing` below is written from REFERENCE.md's drawing paragraph (not from
+`reference_drawing` below is written from the drawing paragraph of docs/release_semantics.md (not from
 the library's renderer, which it never calls): 2160-px short side, 17 limbs as
 ellipse polygons coloured by limb colour x both confidences, canvas x 0.6, joint
 circles, hand lines / red joints, grey face dots, shrink with INTER_LINEAR, BGR->RGB.

@@ -194,12 +194,12 @@ def versions() -> dict:
 def write_outputs(paths: dict[str, Path], frames: np.ndarray, poses: np.ndarray, fps: int, sidecar: dict,
                   response_json) -> None:
     """All four files under temporary names; renamed only when every one is complete."""
-    from controlnext_jax.pose.media import _encode  # the encoder behind write_video, into a path we own
+    from controlnext_jax.pose.media import encode_video
 
     with contextlib.ExitStack() as stack:
         tmp = {name: stack.enter_context(atomic_file(path, param="out")) for name, path in paths.items()}
-        _encode(str(tmp["out"]), paths["out"], frames, fps, "out")
-        _encode(str(tmp["side_by_side"]), paths["side_by_side"],
+        encode_video(str(tmp["out"]), paths["out"], frames, fps, "out")
+        encode_video(str(tmp["side_by_side"]), paths["side_by_side"],
                 (np.concatenate([p, f], axis=1) for p, f in zip(poses, frames)), fps, "out")
         tmp["sidecar"].write_text(json.dumps(sidecar, indent=2))
         response = response_json(tmp["out"])

@@ -1,4 +1,4 @@
-"""Evaluation metrics (issue 5): FVD with I3D, frame metrics, pose accuracy, window seams.
+"""Evaluation metrics: FVD with I3D, frame metrics, pose accuracy, window seams.
 
 Each metric is a small pure function over arrays; `report.py` assembles them and
 `controlnext_jax.commands.evaluate` is the command-line job (`controlnext-eval`).

@@ -11,7 +11,7 @@
 
 Generated videos may instead live in a separate folder as `<generated_dir>/<clip_id>.mp4`.
 
-Frame correspondence (the animate pipeline's, REFERENCE.md Sampling step 1): generated
+Frame correspondence (the animate pipeline's, docs/release_semantics.md, Sampling step 1): generated
 frame 0 shows the reference pose, generated frame j >= 1 the driving (and ground-truth)
 frame offset + (j - 1) * sample_stride, where `offset` is the first driving frame the
 pipeline used. With `leading_reference_frame: false` generated frame j matches frame

@@ -15,19 +15,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from controlnext_jax.models.clip_preprocess import clip_preprocess
+from controlnext_jax.models.controlnext_svd import controlled_v, encode_reference
+from controlnext_jax.models.controlnext_svd import dtype_of as _dtype_of
 from controlnext_jax.sampling.conditioning import ORIGINAL_ADDED_TIME_IDS
 from controlnext_jax.sampling.denoiser import guide, v_prediction_denoiser
 from controlnext_jax.sampling.sampler import sample_windows
 
 # The reference's pixel-space noise augmentation (fixed in the release and the endpoint).
 NOISE_AUG_STRENGTH = ORIGINAL_ADDED_TIME_IDS[2]
-
-
-def _dtype_of(state) -> jnp.dtype:
-    """The dtype of a component's floating parameters (its compute dtype in this pipeline)."""
-    leaves = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return leaves[0].dtype
 
 
 def controlnext_svd_model(unet, controlnext, *, image_embeds, image_latents, poses, added_time_ids,
@@ -43,24 +38,20 @@ def controlnext_svd_model(unet, controlnext, *, image_embeds, image_latents, pos
         # 1. the pose frames of each window (slot 0 is the reference pose): (W, B, H, W, 3)
         pose = constrain(poses[pose_index])
         control = controlnext(pose.astype(control_dtype), c_noise)  # (W*B, hc, wc, C)
-        # 2. noisy latents next to the reference latents on channels: (W, B, h, w, 8)
+        # 2. the reference latents of every window and slot, and its CLIP context: (W, B, h, w, 4)
         ref = jnp.broadcast_to(image_latents[:, None], (w, b, h, wd, image_latents.shape[-1]))
-        cond_in = jnp.concatenate([x_in, ref], axis=-1)
         context = jnp.broadcast_to(image_embeds[:, None, :], (w, 1, image_embeds.shape[-1]))
         scale = jnp.full((w,), control_scale, jnp.float32)
         if cfg:
-            uncond_in = jnp.concatenate([x_in, jnp.zeros_like(ref)], axis=-1)
-            sample = jnp.concatenate([uncond_in, cond_in])  # (2W, B, h, w, 8)
+            x_in = jnp.concatenate([x_in, x_in])  # (2W, B, h, w, 4)
+            ref = jnp.concatenate([jnp.zeros_like(ref), ref])
             context = jnp.concatenate([jnp.zeros_like(context), context])
             # the uncond half's control is multiplied by 0, so reusing the cond control is exact
             control = jnp.concatenate([control, control])
             scale = jnp.concatenate([jnp.zeros_like(scale), scale])
-        else:
-            sample = cond_in
-        ids = jnp.broadcast_to(added_time_ids, (sample.shape[0], added_time_ids.shape[-1]))
         # 3. one UNet call over the stacked batch, split over the devices
-        v = unet(constrain(sample.astype(unet_dtype)), c_noise, context.astype(unet_dtype), ids,
-                 constrain(control.astype(unet_dtype)), scale).astype(jnp.float32)
+        v = controlled_v(unet, x_in, ref, c_noise, context, added_time_ids, control, scale,
+                         unet_dtype=unet_dtype, constrain=constrain)
         return guide(v[:w], v[w:], guidance) if cfg else v
 
     return model
@@ -97,13 +88,11 @@ def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict
                                     for n in ("unet", "vae", "image_encoder", "controlnext"))
     reference = inputs["reference"]
 
-    # 1. CLIP embedding of the reference *before* the noise augmentation: (1, D)
-    clip_dtype = _dtype_of(params["image_encoder"])
-    image_embeds = clip(clip_preprocess(reference).astype(clip_dtype)).astype(jnp.float32)
-
-    # 2. VAE posterior mean of the noised reference, not scaled by scaling_factor: (1, h, w, 4)
-    noised = reference + NOISE_AUG_STRENGTH * inputs["image_noise"]
-    image_latents = vae.encode_mode(noised.astype(_dtype_of(params["vae"]))).astype(jnp.float32)
+    # 1-2. CLIP embedding of the reference before the noise augmentation (1, D); VAE posterior
+    # mean of the noised reference, not scaled by scaling_factor (1, h, w, 4)
+    image_embeds, image_latents = encode_reference(
+        clip, vae, reference, inputs["image_noise"], NOISE_AUG_STRENGTH,
+        clip_dtype=_dtype_of(params["image_encoder"]), vae_dtype=_dtype_of(params["vae"]))
 
     # 3. pose frames as the release feeds them: uint8 -> [0, 1] -> [-1, 1] -> [0, 1]
     poses = (inputs["poses"].astype(jnp.float32) / 255.0 * 2.0 - 1.0 + 1.0) / 2.0

@@ -1,4 +1,4 @@
-"""Pose extraction, alignment and rendering for ControlNeXt-SVD (issue 4).
+"""Pose extraction, alignment and rendering for ControlNeXt-SVD.
 
 detect(frame) -> Pose with either detector (`dwpose.DWPoseDetector`, the release's
 ONNX pair, or `mediapipe_holistic.MediaPipeHolisticDetector`, the offline default),

@@ -1,6 +1,6 @@
 """Least-squares rescale of the driving poses onto the reference person.
 
-The release's alignment (REFERENCE.md, "Alignment to the reference"): take the body
+The release's alignment (docs/release_semantics.md, "Pose extraction and alignment"): take the body
 keypoints [0, 1, 2, 5, 8..17] that are visible in the reference's first person; over
 all driving frames with exactly one person, fit y_ref = ay * y + by by least squares
 (every such frame's rows, whatever their scores); choose ax so that the map is

@@ -10,7 +10,7 @@ Two networks, weights from user-given paths (configs/pose/dwpose.yaml):
      ImageNet mean/std; outputs SimCC x (1, 133, 576) and y (1, 133, 768) at
      split ratio 2.
 The 133 points become the 134-point OpenPose-ordered layout of types.Pose (neck
-inserted, body reordered). Every step follows REFERENCE.md so that the poses equal
+inserted, body reordered). Every step follows docs/release_semantics.md so that the poses equal
 those the original pipeline would draw.
 """
 

@@ -247,10 +247,12 @@ def sampled_frames(path: str | Path, sample_stride: int, limit: int, param: str 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, param: str = "out") -> None:
     """(H, W, 3) uint8 RGB frames -> H.264 video at `path`, all or nothing."""
     with atomic_file(path, param=param) as tmp:
-        _encode(str(tmp), Path(path).absolute(), frames, fps, param)
+        encode_video(str(tmp), Path(path).absolute(), frames, fps, param)
 
 
-def _encode(tmp: str, final: Path, frames: Iterable[np.ndarray], fps: float, param: str) -> None:
+def encode_video(tmp: str, final: Path, frames: Iterable[np.ndarray], fps: float, param: str) -> None:
+    """Encode (H, W, 3) uint8 RGB frames into the file `tmp` (H.264, yuv420p) that the caller
+    renames to `final` (named in errors) when complete: for callers that own the temporary name."""
     proc, size = None, None
     with tempfile.TemporaryFile() as log:
         try:

@@ -1,7 +1,7 @@
 """Draw a Pose the way the DWPose release drew the ControlNeXt training data.
 
 The model only ever saw pose frames made by that drawing, so every detail counts and
-is reproduced here on purpose (REFERENCE.md, "Pose extraction and alignment"):
+is reproduced here on purpose (docs/release_semantics.md, "Pose extraction and alignment"):
 
 - the canvas is drawn with its short side at 2160 px, then shrunk to the output size
   with cv2 INTER_LINEAR, so the line widths below are big-canvas pixels;

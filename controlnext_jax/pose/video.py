@@ -40,7 +40,7 @@ from controlnext_jax.pose.types import Pose
 log = logging.getLogger(__name__)
 
 ALIGN_MODES = ("rescale", "retarget", "none")
-# The endpoint's parameters (name: (low, high)); REFERENCE.md / seeds.
+# The endpoint's parameters (name: (low, high)); README.md, Animate.
 LIMITS = {
     "max_frame_num": (1, 1000),
     "sample_stride": (1, 10),

@@ -7,6 +7,8 @@ import numpy as np
 # What the ControlNeXt release feeds regardless of its caller's fps / motion_bucket_id
 # (its pipeline overwrites them; docs/release_semantics.md, "Known quirks").
 ORIGINAL_ADDED_TIME_IDS = (6.0, 128.0, 0.02)
+# What its training feeds: motion bucket 127, not 128 (docs/release_semantics.md, Training).
+TRAINING_ADDED_TIME_IDS = (6.0, 127.0, 0.02)
 
 
 def added_time_ids(fps: int, motion_bucket_id: float, noise_aug_strength: float, *, batch: int = 1,

@@ -1,6 +1,6 @@
 """Our own PyTorch reference of the ControlNeXt-SVD-v2 conditioning module.
 
-Written from REFERENCE.md (Models: ControlNeXt module) with diffusers building blocks,
+Written from docs/release_semantics.md (ControlNeXt module) with diffusers building blocks,
 with the same state-dict keys as the release's `controlnet.bin`. Used by the parity
 tests and to produce fake `controlnet.bin` files for the conversion tests:
 
