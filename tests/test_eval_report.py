@@ -205,6 +205,10 @@ def test_errors_leave_no_output(dataset, tmp_path):
     out = tmp_path / "r"
     with pytest.raises(UserError, match="ckpt: required with generate=true"):
         evaluation.run(_cfg(dataset, out, "generate=true"))
+    with pytest.raises(UserError, match="pose_metrics.align='mirror': allowed values are rescale, retarget, none"):
+        evaluation.run(_cfg(dataset, out, "pose_metrics.align=mirror"))
+    with pytest.raises(UserError, match="frames.lpips_net='squeeze': allowed values are alex, vgg"):
+        evaluation.run(_cfg(dataset, out, "frames.lpips_net=squeeze"))
     broken = tmp_path / "broken"
     shutil.copytree(dataset, broken)
     (broken / "clip_2" / "ground_truth.mp4").write_bytes(b"not a video")

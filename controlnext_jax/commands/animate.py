@@ -177,7 +177,8 @@ def animate(cfg: DictConfig, argv: list[str]) -> None:
     write_outputs(paths, frames, poses, params["fps"], sidecar, response_json)
     print(f"[animate] wrote {paths['out']} ({frames.shape[0]} frames, {params['width']}x{params['height']} "
           f"at {params['fps']} fps), {paths['side_by_side'].name}, {paths['sidecar'].name}, "
-          f"{paths['response'].name}")
+          f"{paths['response'].name}; compile {timings['compile_s']:.1f} s, denoise+decode "
+          f"{timings['denoise_decode_s']:.1f} s, pose {timings['pose_s']:.1f} s, load {timings['load_s']:.1f} s")
 
 
 def versions() -> dict:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from controlnext_jax.atomic_io import atomic_folder, check_output, partial_prefix, sha256_file
 from controlnext_jax.checkpoint.store import checkpoint_digest
-from controlnext_jax.errors import UserError
+from controlnext_jax.errors import UserError, require_choice
 from controlnext_jax.metrics import i3d_weights, plots
 from controlnext_jax.metrics.dataset import (
     AlignedClip,
@@ -45,11 +45,12 @@ from controlnext_jax.metrics.evaluators import (
 from controlnext_jax.metrics.fid import FrameFeatures
 from controlnext_jax.metrics.fvd import ClipSampling, I3DEmbedder
 from controlnext_jax.metrics.generation import check_generation, generate_clips
-from controlnext_jax.metrics.lpips import LPIPSMetric, load_lpips
+from controlnext_jax.metrics.lpips import NETS, LPIPSMetric, load_lpips
 from controlnext_jax.metrics.report import Skipped, write_report
 from controlnext_jax.pose.align import ReferencePoseError
 from controlnext_jax.pose.media import load_image, probe_video
 from controlnext_jax.pose.types import BODY, NUM_BODY
+from controlnext_jax.pose.video import ALIGN_MODES
 from controlnext_jax.provenance import code_version
 
 
@@ -183,6 +184,9 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     `command` is recorded in the header."""
     start = time.time()
     code = code_version()  # before JAX starts its threads (git runs in a subprocess)
+    # every enumerated parameter, before any work (the metrics that use them run later)
+    require_choice("pose_metrics.align", cfg.pose_metrics.align, ALIGN_MODES)
+    require_choice("frames.lpips_net", cfg.frames.lpips_net, sorted(NETS))
     if cfg.generate:
         check_generation(cfg)
     inputs = {"dataset.root": cfg.dataset.root, "dataset.generated_dir": cfg.dataset.generated_dir, "ckpt": cfg.ckpt,
