@@ -1,0 +1,37 @@
+"""Which parameters train (docs/release_semantics.md, Training).
+
+The ControlNeXt module always trains. Of the UNet, the release trains everything (pattern
+"*"); its code also carries, commented out, a selection of attention projections
+("*to_out*", "*to_v*"), which `unet_patterns` expresses; no pattern trains the module alone.
+Patterns are shell globs (fnmatch) over the torch-style dotted parameter path,
+e.g. "down_blocks.0.attentions.*.to_v.kernel".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fnmatch import fnmatchcase
+
+from flax import nnx
+
+RELEASE_UNET_PATTERNS = ("*",)  # the release trains the whole UNet
+MODULE_ONLY = ()
+
+
+def dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def param_filter(patterns: Sequence[str]):
+    """An nnx filter: parameters whose dotted path matches one of `patterns`."""
+    patterns = tuple(patterns)
+
+    def matches(path: tuple, value) -> bool:
+        return any(fnmatchcase(dotted(path), p) for p in patterns)
+
+    return nnx.All(nnx.Param, matches)
+
+
+def split_trainable(model: nnx.Module, patterns: Sequence[str]):
+    """model -> (graphdef, trainable State, frozen State); merge back with nnx.merge(graphdef, t, f)."""
+    return nnx.split(model, param_filter(patterns), ...)
