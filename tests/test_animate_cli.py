@@ -188,3 +188,30 @@ def test_windows_that_cannot_advance_are_refused(ckpt, media, tmp_path, capsys):
             "progress=false", f"height={SIZE}", f"width={SIZE}", "max_frame_num=4", "sample_stride=1"]
     assert "overlap=3" in _bad(capsys, tmp_path, *base, "batch_frames=3", "overlap=3")
     assert "overlap=5" in _bad(capsys, tmp_path, *base, "batch_frames=3", "overlap=5")
+
+
+def test_every_default_is_the_endpoints():
+    """The endpoint's defaults are defined once (controlnext_jax.endpoint); the YAML configs,
+    which cannot import it, and the Python API must say the same."""
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+
+    from controlnext_jax.cli import CONFIG_DIR
+    from controlnext_jax.endpoint import PARAMETERS
+    from controlnext_jax.pipeline import AnimateParams
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        animate_cfg = compose("animate")
+        eval_cfg = compose("eval")
+        pose_cfg = compose("pose_preview")
+    api = {f.name: f.default for f in dataclasses.fields(AnimateParams)}
+    for name, parameter in PARAMETERS.items():
+        assert animate_cfg[name] == parameter.default, name
+        if name in api:
+            assert api[name] == parameter.default, name
+        if name in eval_cfg.generation:
+            assert eval_cfg.generation[name] == parameter.default, name
+        if name in pose_cfg:
+            assert pose_cfg[name] == parameter.default, name
+

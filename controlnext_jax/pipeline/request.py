@@ -15,12 +15,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from controlnext_jax.endpoint import PARAMETERS
 from controlnext_jax.errors import UserError
 
 # The endpoint's optional fields (its names, which are also ours).
-ENDPOINT_FIELDS = ("height", "width", "guidance_scale", "num_inference_steps", "max_frame_num", "batch_frames",
-                   "overlap", "sample_stride", "decode_chunk_size", "motion_bucket_id", "fps",
-                   "controlnext_cond_scale")
+ENDPOINT_FIELDS = tuple(PARAMETERS)
 REQUIRED = {"image_url": "image", "video_url": "video"}
 DOWNLOAD_LIMIT = 2 << 30  # bytes; a larger input is refused rather than filling the disk
 DOWNLOAD_TIMEOUT = 60  # seconds per connection attempt / read

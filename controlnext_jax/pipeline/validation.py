@@ -12,31 +12,25 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from controlnext_jax.endpoint import PARAMETERS
 from controlnext_jax.errors import UserError
 from controlnext_jax.sampling.fusion import FUSION_MODES
 
 OUTPUT_TYPES = ("np", "latent")
-MAX_FRAMES = 1000  # the endpoint's max_frame_num range, reference pose included
+MAX_FRAMES = int(PARAMETERS["max_frame_num"].high)  # reference pose included
 
-# name -> (low, high, kind); the endpoint's ranges (README.md, Animate; docs/release_semantics.md)
+# name -> (low, high, kind) of the call's parameters: the endpoint's (controlnext_jax.endpoint),
+# except the two the pose sequence applies (max_frame_num, sample_stride), plus the start of
+# the release's guidance ramp, on guidance_scale's range
 RANGES: dict[str, tuple[float, float, type]] = {
-    "height": (64, 1024, int),
-    "width": (64, 1024, int),
-    "num_inference_steps": (1, 100, int),
-    "guidance_scale": (0.1, 10.0, float),
-    "min_guidance_scale": (0.1, 10.0, float),
-    "batch_frames": (1, 50, int),
-    "overlap": (0, 20, int),
-    "decode_chunk_size": (1, 10, int),
-    "motion_bucket_id": (0.0, 255.0, float),
-    "fps": (1, 60, int),
-    "controlnext_cond_scale": (0.1, 10.0, float),
+    name: (p.low, p.high, p.kind) for name, p in PARAMETERS.items() if name not in ("max_frame_num", "sample_stride")
 }
+RANGES["min_guidance_scale"] = RANGES["guidance_scale"]
 
 
 @dataclass(frozen=True)
 class AnimateParams:
-    """What one animate call is asked to do; defaults are the endpoint's.
+    """What one animate call is asked to do; defaults are the endpoint's (controlnext_jax.endpoint).
 
     `min_guidance_scale` (not an endpoint parameter) is the first value of the release's
     per-frame guidance ramp linspace(min, max=guidance_scale, batch_frames); None = a flat
@@ -44,17 +38,17 @@ class AnimateParams:
     pipeline's default.
     """
 
-    height: int = 1024
-    width: int = 576
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.0
+    height: int = PARAMETERS["height"].default
+    width: int = PARAMETERS["width"].default
+    num_inference_steps: int = PARAMETERS["num_inference_steps"].default
+    guidance_scale: float = PARAMETERS["guidance_scale"].default
     min_guidance_scale: float | None = None
-    batch_frames: int = 24
-    overlap: int = 6
-    motion_bucket_id: float = 127.0
-    fps: int = 7
-    controlnext_cond_scale: float = 1.0
-    decode_chunk_size: int = 2
+    batch_frames: int = PARAMETERS["batch_frames"].default
+    overlap: int = PARAMETERS["overlap"].default
+    motion_bucket_id: float = PARAMETERS["motion_bucket_id"].default
+    fps: int = PARAMETERS["fps"].default
+    controlnext_cond_scale: float = PARAMETERS["controlnext_cond_scale"].default
+    decode_chunk_size: int = PARAMETERS["decode_chunk_size"].default
     seed: int | None = None
     fusion: str = "uniform"
     windows_per_call: int | None = None

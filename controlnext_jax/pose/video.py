@@ -24,6 +24,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from controlnext_jax.atomic_io import atomic_file
+from controlnext_jax.endpoint import PARAMETERS
 from controlnext_jax.errors import UserError
 from controlnext_jax.pose.align import Rescale, fit_rescale, reference_points
 from controlnext_jax.pose.media import (  # noqa: F401  load_image, write_video: re-exported, the documented path
@@ -40,13 +41,8 @@ from controlnext_jax.pose.types import Pose
 log = logging.getLogger(__name__)
 
 ALIGN_MODES = ("rescale", "retarget", "none")
-# The endpoint's parameters (name: (low, high)); README.md, Animate.
-LIMITS = {
-    "max_frame_num": (1, 1000),
-    "sample_stride": (1, 10),
-    "height": (64, 1024),
-    "width": (64, 1024),
-}
+# The endpoint's parameters that the pose sequence takes (name: (low, high))
+LIMITS = {name: PARAMETERS[name][:2] for name in ("max_frame_num", "sample_stride", "height", "width")}
 
 
 class PoseDetector(Protocol):
