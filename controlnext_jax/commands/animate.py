@@ -121,7 +121,7 @@ def detect_poses(image: np.ndarray, video: Path, params: dict, pose_cfg: DictCon
 
 def animate(cfg: DictConfig, argv: list[str]) -> None:
     from controlnext_jax.checkpoint.store import checkpoint_digest
-    from controlnext_jax.pipeline.request import fetch_input, response_json
+    from controlnext_jax.pipeline.request import fetch_input
     from controlnext_jax.pose.media import load_image
     from controlnext_jax.pose.video import prepare_reference
 
@@ -174,7 +174,7 @@ def animate(cfg: DictConfig, argv: list[str]) -> None:
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    write_outputs(paths, frames, poses, params["fps"], sidecar, response_json)
+    write_outputs(paths, frames, poses, params["fps"], sidecar)
     print(f"[animate] wrote {paths['out']} ({frames.shape[0]} frames, {params['width']}x{params['height']} "
           f"at {params['fps']} fps), {paths['side_by_side'].name}, {paths['sidecar'].name}, "
           f"{paths['response'].name}; compile {timings['compile_s']:.1f} s, denoise+decode "
@@ -192,9 +192,9 @@ def versions() -> dict:
             "devices": [str(d) for d in jax.devices()]}
 
 
-def write_outputs(paths: dict[str, Path], frames: np.ndarray, poses: np.ndarray, fps: int, sidecar: dict,
-                  response_json) -> None:
+def write_outputs(paths: dict[str, Path], frames: np.ndarray, poses: np.ndarray, fps: int, sidecar: dict) -> None:
     """All four files under temporary names; renamed only when every one is complete."""
+    from controlnext_jax.pipeline.request import response_json
     from controlnext_jax.pose.media import encode_video
 
     with contextlib.ExitStack() as stack:
@@ -203,8 +203,8 @@ def write_outputs(paths: dict[str, Path], frames: np.ndarray, poses: np.ndarray,
         encode_video(str(tmp["side_by_side"]), paths["side_by_side"],
                 (np.concatenate([p, f], axis=1) for p, f in zip(poses, frames)), fps, "out")
         tmp["sidecar"].write_text(json.dumps(sidecar, indent=2))
-        response = response_json(tmp["out"])
-        response["video"].update(url=paths["out"].absolute().as_uri(), file_name=paths["out"].name)
+        # the response names the final video; its size is the finished temporary file's
+        response = response_json(paths["out"], tmp["out"].stat().st_size)
         tmp["response"].write_text(json.dumps(response, indent=2))
 
 

@@ -43,12 +43,8 @@ def check_generation(cfg: DictConfig) -> None:
     if not cfg.alignment.leading_reference_frame:
         raise UserError("alignment.leading_reference_frame=false: the pipeline's videos start with the reference "
                         "pose frame; use true with generate=true")
-    try:
-        validate_params(size_multiple=size_multiple(cfg.ckpt), seed=int(cfg.seed), **animate_kwargs(cfg))
-    except UserError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise UserError(str(e)) from None
+    # raises UserError naming the parameter
+    validate_params(size_multiple=size_multiple(cfg.ckpt), seed=int(cfg.seed), **animate_kwargs(cfg))
 
 
 def generate_clips(cfg: DictConfig, clips: list[ClipFiles], folder: Path) -> tuple[list[ClipFiles], dict]:

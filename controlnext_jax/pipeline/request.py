@@ -89,8 +89,8 @@ def _download(url: str, param: str, folder: Path) -> Path:
     return target
 
 
-def response_json(video: Path) -> dict:
-    """The endpoint's response for a written video: {"video": {url, content_type, file_name, file_size}}."""
+def response_json(video: Path, file_size: int) -> dict:
+    """The endpoint's response for the video at `video`: {"video": {url, content_type, file_name, file_size}}."""
     video = Path(video).absolute()
     return {"video": {"url": video.as_uri(), "content_type": "video/mp4", "file_name": video.name,
-                      "file_size": video.stat().st_size}}
+                      "file_size": file_size}}
