@@ -109,6 +109,7 @@ def _video_of(clip_frames: np.ndarray) -> np.ndarray:
 
 def test_batches_have_the_release_layout(data):
     batches, _, _ = _take(_cfg(data), 3)
+    reference_elsewhere = 0
     for batch in batches:
         assert set(batch) == {"frames", "poses", "hand_weight"}
         assert batch["frames"].shape == batch["poses"].shape == (2, N, SIZE, SIZE, 3)
@@ -125,7 +126,9 @@ def test_batches_have_the_release_layout(data):
             assert 0 <= ids[1] and ids[-1] < LENGTH
             np.testing.assert_array_equal(pose_ids, ids)  # frame 0: the reference's own pose
             assert len(set(_video_of(frames))) == 1  # the reference is a frame of the same video
+            reference_elsewhere += ids[0] != ids[1] - INTERVAL  # not the window's own first frame
             _check_hand_weight(weight, ids)
+    assert reference_elsewhere >= 3  # of 6 clips; a uniform reference is the window's start 1 time in 24
 
 
 def _check_hand_weight(weight: np.ndarray, ids: np.ndarray) -> None:
@@ -186,14 +189,18 @@ def test_the_crop_is_random_and_keeps_the_aspect(data):
     assert np.ptp(lefts) > 4  # the offset is drawn per clip
 
 
-def test_same_seed_same_batches_other_seed_other_batches(data):
+def test_same_seed_same_batches_other_seed_other_clips(data, tmp_path):
     first, _, _ = _take(_cfg(data), 2)
     again, _, _ = _take(_cfg(data), 2)
-    other, _, _ = _take(_cfg(data, seed=4), 2)
     for a, b in zip(first, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
-    assert any(not np.array_equal(a["frames"], b["frames"]) for a, b in zip(first, other, strict=True))
+    # one record, so the shuffle cannot make the difference: the seed must reach the clip's draws
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps([{"video_path": str(data / "videos" / "v0.mp4"),
+                                "guide_path": str(data / "poses" / "v0.mp4")}]))
+    seeds = [_take(_cfg(data, meta_info=str(one), batch_size=3, seed=s), 1)[0][0]["frames"] for s in (3, 4)]
+    assert not np.array_equal(*seeds)
 
 
 def test_resuming_from_a_saved_position_continues_the_stream(data):
