@@ -139,7 +139,9 @@ class TrainingDataLoader:
                 self.bad_files[file] = reason
                 log.warning("skipped %s: %s", file, reason)
         self._batches += 1
-        return batch
+        # plain arrays: a worker's batch lives in shared memory until its array is deleted,
+        # which would otherwise happen whenever (or after whatever) the caller drops it
+        return {key: np.array(value) for key, value in batch.items()} if self.cfg.workers else batch
 
     def state(self) -> dict:
         """The position after the batches delivered so far (JSON-serialisable)."""
