@@ -28,6 +28,7 @@ is never gathered on one host.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -51,6 +52,14 @@ def array_table(tree) -> dict[str, list]:
     """{tree path: [shape, dtype]} of every array leaf: what identifies a run's state layout."""
     return {jax.tree_util.keystr(path): [list(leaf.shape), str(np.dtype(leaf.dtype))]
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def run_record(config: Mapping) -> dict:
+    """The record of a run's configuration (e.g. the Hydra config as a plain dict,
+    `OmegaConf.to_container(cfg, resolve=True)`): the dict and the sha256 of its canonical JSON."""
+    config = json.loads(json.dumps(config))
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"config": config, "config_sha256": digest}
 
 
 def abstract_of(tree):
