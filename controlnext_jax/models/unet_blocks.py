@@ -8,6 +8,12 @@ to unflatten where the temporal layers need it. All blocks share one call signat
 The ResNet GroupNorm epsilon differs by block type, as in diffusers' SVD UNet:
 DownBlockSpatioTemporal and the mid block 1e-5, CrossAttnDownBlockSpatioTemporal and
 both up blocks 1e-6 (`get_up_block` does not forward the UNet's `resnet_eps`).
+
+Rematerialisation (training's gradient checkpointing): `set_remat(unet, "resnets" |
+"transformers" | "both" | "none")` makes the blocks recompute their res-blocks and/or
+transformers in the backward pass instead of keeping their activations, the memory
+trade the release makes with `unet.enable_gradient_checkpointing()`. It changes no
+value, only what the compiled backward pass stores.
 """
 
 from __future__ import annotations
@@ -22,6 +28,31 @@ from controlnext_jax.models.resnet import Downsample2D, SpatioTemporalResBlock, 
 from controlnext_jax.models.transformer_temporal import TransformerSpatioTemporalModel
 
 Residuals = tuple[jax.Array, ...]
+REMAT_CHOICES = ("none", "resnets", "transformers", "both")
+
+
+def _run(module: nnx.Module, remat: bool, x: jax.Array, cond: jax.Array | None, num_frames: int) -> jax.Array:
+    """module(x, cond, num_frames), recomputed in the backward pass when `remat`."""
+    if not remat:
+        return module(x, cond, num_frames)
+    return nnx.remat(lambda m, x, cond: m(x, cond, num_frames))(module, x, cond)
+
+
+class _Block(nnx.Module):
+    # what the block recomputes in the backward pass (set_remat); plain attributes, static in the graph
+    remat_resnets = False
+    remat_attentions = False
+
+
+def set_remat(unet: nnx.Module, policy: str) -> None:
+    """Choose what every block of `unet` rematerialises (REMAT_CHOICES); a static setting,
+    so set it before `nnx.split`."""
+    if policy not in REMAT_CHOICES:
+        raise ValueError(f"remat={policy!r}; allowed: {list(REMAT_CHOICES)}")
+    for _, block in unet.iter_modules():
+        if isinstance(block, _Block):
+            block.remat_resnets = policy in ("resnets", "both")
+            block.remat_attentions = policy in ("transformers", "both")
 
 
 def _transformer(channels: int, heads: int, num_layers: int, cross_attention_dim: int, kw: dict):
@@ -48,7 +79,7 @@ def _upsample(upsampler: Upsample2D, x: jax.Array, size: tuple[int, int] | None)
     return upsampler.conv(_nearest_resize(x, size))
 
 
-class DownBlockSpatioTemporal(nnx.Module):
+class DownBlockSpatioTemporal(_Block):
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, *, num_layers: int = 1,
                  add_downsample: bool = True, dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
                  rngs: nnx.Rngs):
@@ -65,7 +96,7 @@ class DownBlockSpatioTemporal(nnx.Module):
         del context
         res = ()
         for resnet in self.resnets:
-            x = resnet(x, temb, num_frames)
+            x = _run(resnet, self.remat_resnets, x, temb, num_frames)
             res += (x,)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -73,7 +104,7 @@ class DownBlockSpatioTemporal(nnx.Module):
         return x, res
 
 
-class CrossAttnDownBlockSpatioTemporal(nnx.Module):
+class CrossAttnDownBlockSpatioTemporal(_Block):
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, *, num_layers: int = 1,
                  transformer_layers_per_block: int | tuple[int, ...] = 1, num_attention_heads: int = 1,
                  cross_attention_dim: int = 1280, add_downsample: bool = True, dtype: Dtype | None = None,
@@ -94,8 +125,8 @@ class CrossAttnDownBlockSpatioTemporal(nnx.Module):
                  num_frames: int) -> tuple[jax.Array, Residuals]:
         res = ()
         for resnet, attn in zip(self.resnets, self.attentions):
-            x = resnet(x, temb, num_frames)
-            x = attn(x, context, num_frames)
+            x = _run(resnet, self.remat_resnets, x, temb, num_frames)
+            x = _run(attn, self.remat_attentions, x, context, num_frames)
             res += (x,)
         if self.downsamplers is not None:
             x = self.downsamplers[0](x)
@@ -103,7 +134,7 @@ class CrossAttnDownBlockSpatioTemporal(nnx.Module):
         return x, res
 
 
-class UNetMidBlockSpatioTemporal(nnx.Module):
+class UNetMidBlockSpatioTemporal(_Block):
     def __init__(self, in_channels: int, temb_channels: int, *, num_layers: int = 1,
                  transformer_layers_per_block: int | tuple[int, ...] = 1, num_attention_heads: int = 1,
                  cross_attention_dim: int = 1280, dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
@@ -119,14 +150,14 @@ class UNetMidBlockSpatioTemporal(nnx.Module):
 
     def __call__(self, x: jax.Array, temb: jax.Array, context: jax.Array | None = None, *,
                  num_frames: int) -> jax.Array:
-        x = self.resnets[0](x, temb, num_frames)
+        x = _run(self.resnets[0], self.remat_resnets, x, temb, num_frames)
         for attn, resnet in zip(self.attentions, self.resnets[1:]):
-            x = attn(x, context, num_frames)
-            x = resnet(x, temb, num_frames)
+            x = _run(attn, self.remat_attentions, x, context, num_frames)
+            x = _run(resnet, self.remat_resnets, x, temb, num_frames)
         return x
 
 
-class UpBlockSpatioTemporal(nnx.Module):
+class UpBlockSpatioTemporal(_Block):
     def __init__(self, in_channels: int, prev_output_channel: int, out_channels: int, temb_channels: int, *,
                  num_layers: int = 1, resnet_eps: float = 1e-6, add_upsample: bool = True,
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
@@ -145,13 +176,13 @@ class UpBlockSpatioTemporal(nnx.Module):
             # skips are consumed last-in first-out: (n, h, w, c) ++ (n, h, w, c_skip)
             x = jnp.concatenate([x, res[-1]], axis=-1)
             res = res[:-1]
-            x = resnet(x, temb, num_frames)
+            x = _run(resnet, self.remat_resnets, x, temb, num_frames)
         if self.upsamplers is not None:
             x = _upsample(self.upsamplers[0], x, upsample_size)
         return x
 
 
-class CrossAttnUpBlockSpatioTemporal(nnx.Module):
+class CrossAttnUpBlockSpatioTemporal(_Block):
     def __init__(self, in_channels: int, out_channels: int, prev_output_channel: int, temb_channels: int, *,
                  num_layers: int = 1, transformer_layers_per_block: int | tuple[int, ...] = 1,
                  resnet_eps: float = 1e-6, num_attention_heads: int = 1, cross_attention_dim: int = 1280,
@@ -174,8 +205,8 @@ class CrossAttnUpBlockSpatioTemporal(nnx.Module):
         for resnet, attn in zip(self.resnets, self.attentions):
             x = jnp.concatenate([x, res[-1]], axis=-1)
             res = res[:-1]
-            x = resnet(x, temb, num_frames)
-            x = attn(x, context, num_frames)
+            x = _run(resnet, self.remat_resnets, x, temb, num_frames)
+            x = _run(attn, self.remat_attentions, x, context, num_frames)
         if self.upsamplers is not None:
             x = _upsample(self.upsamplers[0], x, upsample_size)
         return x
