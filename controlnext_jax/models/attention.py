@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from controlnext_jax.models.layers import Dtype, GroupNorm, Linear
+from controlnext_jax.sharding.logical_axes import EMBED, HEADS, MLP
 
 
 class Attention(nnx.Module):
@@ -35,10 +36,10 @@ class Attention(nnx.Module):
         self.implementation: str | None = None
         self.group_norm = (GroupNorm(norm_num_groups, query_dim, epsilon=eps, param_dtype=param_dtype, rngs=rngs)
                            if norm_num_groups else None)
-        self.to_q = Linear(query_dim, inner, use_bias=bias, **kw)
-        self.to_k = Linear(kv_dim, inner, use_bias=bias, **kw)
-        self.to_v = Linear(kv_dim, inner, use_bias=bias, **kw)
-        self.to_out = nnx.List([Linear(inner, query_dim, use_bias=out_bias, **kw)])
+        self.to_q = Linear(query_dim, inner, use_bias=bias, axes=(EMBED, HEADS), **kw)
+        self.to_k = Linear(kv_dim, inner, use_bias=bias, axes=(EMBED, HEADS), **kw)
+        self.to_v = Linear(kv_dim, inner, use_bias=bias, axes=(EMBED, HEADS), **kw)
+        self.to_out = nnx.List([Linear(inner, query_dim, use_bias=out_bias, axes=(HEADS, EMBED), **kw)])
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         residual = x
@@ -90,7 +91,8 @@ class FeedForward(nnx.Module):
         inner = inner_dim or dim * mult
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         # index 1 is torch's Dropout(0.0): kept as an identity so parameter indices match
-        self.net = nnx.List([GEGLU(dim, inner, **kw), Identity(), Linear(inner, dim_out or dim, **kw)])
+        self.net = nnx.List([GEGLU(dim, inner, **kw), Identity(),
+                                Linear(inner, dim_out or dim, axes=(MLP, EMBED), **kw)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for layer in self.net:

@@ -25,6 +25,7 @@ from flax import nnx
 from controlnext_jax.errors import UserError
 from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.layers import Activation, Conv, Dtype, LayerNorm, Linear
+from controlnext_jax.sharding.logical_axes import EMBED, HEADS, MLP, VOCAB, axes_metadata
 
 _ACTIVATIONS = ("gelu", "quick_gelu")
 _MODEL_TYPES = ("clip_vision_model", "clip")
@@ -95,12 +96,14 @@ class CLIPVisionEmbeddings(nnx.Module):
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         self.image_size = config.image_size
         num_positions = (config.image_size // config.patch_size) ** 2 + 1
-        self.class_embedding = nnx.Param(jax.random.normal(rngs.params(), (config.hidden_size,), param_dtype))
+        self.class_embedding = nnx.Param(jax.random.normal(rngs.params(), (config.hidden_size,), param_dtype),
+                                         **axes_metadata(EMBED))
         self.patch_embedding = Conv(config.num_channels, config.hidden_size, config.patch_size,
                                     stride=config.patch_size, use_bias=False, dtype=dtype,
                                     param_dtype=param_dtype, rngs=rngs)
         self.position_embedding = nnx.Embed(num_positions, config.hidden_size, dtype=dtype,
-                                            param_dtype=param_dtype, rngs=rngs)
+                                            param_dtype=param_dtype, embedding_metadata=axes_metadata(VOCAB, EMBED),
+                                            rngs=rngs)
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
         n, h, w, _ = pixel_values.shape
@@ -128,10 +131,10 @@ class CLIPAttention(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.num_heads = config.num_attention_heads
         self.implementation: str | None = None
-        self.k_proj = Linear(d, d, **kw)
-        self.v_proj = Linear(d, d, **kw)
-        self.q_proj = Linear(d, d, **kw)
-        self.out_proj = Linear(d, d, **kw)
+        self.k_proj = Linear(d, d, axes=(EMBED, HEADS), **kw)
+        self.v_proj = Linear(d, d, axes=(EMBED, HEADS), **kw)
+        self.q_proj = Linear(d, d, axes=(EMBED, HEADS), **kw)
+        self.out_proj = Linear(d, d, axes=(HEADS, EMBED), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         n, t, d = x.shape
@@ -148,7 +151,7 @@ class CLIPMLP(nnx.Module):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.fc1 = Linear(config.hidden_size, config.intermediate_size, **kw)
         self.activation_fn = Activation(config.hidden_act)
-        self.fc2 = Linear(config.intermediate_size, config.hidden_size, **kw)
+        self.fc2 = Linear(config.intermediate_size, config.hidden_size, axes=(MLP, EMBED), **kw)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(self.activation_fn(self.fc1(x)))

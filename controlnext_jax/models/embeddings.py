@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from controlnext_jax.models.layers import Dtype, Linear
+from controlnext_jax.sharding.logical_axes import EMBED, MLP
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, *, flip_sin_to_cos: bool,
@@ -31,7 +32,7 @@ class TimestepEmbedding(nnx.Module):
                  dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         self.linear_1 = Linear(in_channels, time_embed_dim, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.linear_2 = Linear(time_embed_dim, out_dim or time_embed_dim, dtype=dtype, param_dtype=param_dtype,
-                               rngs=rngs)
+                               axes=(MLP, EMBED), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(x)))

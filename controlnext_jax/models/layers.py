@@ -4,6 +4,11 @@ Parameter names follow Flax (`kernel`, `scale`, `bias`) and module attribute nam
 follow the PyTorch modules they port, so a PyTorch key `a.b.0.conv.weight` is the NNX
 path `a/b/0/conv/kernel`; `controlnext_jax.checkpoint.torch_layout` holds the transposes.
 
+Sharding: every parameter carries its logical axes (`controlnext_jax.sharding.logical_axes`)
+as variable metadata; defaults here, call sites name the role where it differs (attention
+q/k/v write HEADS, a feed-forward's down projection reads MLP...). The annotation changes no
+value; `controlnext_jax.sharding.rules` turns it into a placement (docs/scaling.md).
+
 Dtype policy: `dtype` is the compute dtype of a layer's matmuls/convolutions (bf16 on
 accelerators), `param_dtype` the storage dtype. Normalisation statistics are always
 computed in float32 and the result is cast back to the input dtype.
@@ -16,6 +21,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from controlnext_jax.sharding.logical_axes import CONV_IN, CONV_OUT, EMBED, MLP, NORM, axes_metadata
 
 Dtype = jnp.dtype | type
 
@@ -37,8 +44,8 @@ class GroupNorm(nnx.Module):
             raise ValueError(f"GroupNorm: num_channels={num_channels} is not divisible by num_groups={num_groups}")
         self.num_groups = num_groups
         self.epsilon = epsilon
-        self.scale = nnx.Param(jnp.ones((num_channels,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((num_channels,), param_dtype))
+        self.scale = nnx.Param(jnp.ones((num_channels,), param_dtype), **axes_metadata(NORM))
+        self.bias = nnx.Param(jnp.zeros((num_channels,), param_dtype), **axes_metadata(NORM))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
@@ -58,8 +65,10 @@ class LayerNorm(nnx.Module):
     def __init__(self, num_features: int, *, epsilon: float = 1e-5, elementwise_affine: bool = True,
                  param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs):
         self.epsilon = epsilon
-        self.scale = nnx.Param(jnp.ones((num_features,), param_dtype)) if elementwise_affine else None
-        self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype)) if elementwise_affine else None
+        self.scale = (nnx.Param(jnp.ones((num_features,), param_dtype), **axes_metadata(NORM))
+                      if elementwise_affine else None)
+        self.bias = (nnx.Param(jnp.zeros((num_features,), param_dtype), **axes_metadata(NORM))
+                     if elementwise_affine else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         xf = x.astype(jnp.float32)
@@ -72,24 +81,32 @@ class LayerNorm(nnx.Module):
 
 
 def Linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype: Dtype | None = None,
-           param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Linear:
-    """torch.nn.Linear: kernel (in, out) = torch weight transposed."""
-    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+           param_dtype: Dtype = jnp.float32, axes: tuple[str, str] = (EMBED, MLP), rngs: nnx.Rngs) -> nnx.Linear:
+    """torch.nn.Linear: kernel (in, out) = torch weight transposed.
+
+    `axes`: the logical axes of (in, out); the bias follows `out`.
+    """
+    return nnx.Linear(in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                      kernel_metadata=axes_metadata(*axes), bias_metadata=axes_metadata(axes[1]), rngs=rngs)
 
 
 def Conv(in_features: int, out_features: int, kernel_size: int | Sequence[int], *,
          stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, use_bias: bool = True,
-         dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
+         dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, axes: tuple[str, str] = (CONV_IN, CONV_OUT),
+         rngs: nnx.Rngs) -> nnx.Conv:
     """torch.nn.Conv2d/Conv3d with torch's symmetric integer padding, channels-last.
 
     `kernel_size` given as an int means a 2-D square kernel; a sequence sets the rank
-    (3 entries for torch Conv3d over (frames, height, width)).
+    (3 entries for torch Conv3d over (frames, height, width)). `axes`: the logical axes of
+    the kernel's (in, out) channels; its spatial taps are never sharded, the bias follows `out`.
     """
     ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     pad = (padding,) * len(ks) if isinstance(padding, int) else tuple(padding)
     st = (stride,) * len(ks) if isinstance(stride, int) else tuple(stride)
     return nnx.Conv(in_features, out_features, ks, strides=st, padding=[(p, p) for p in pad],
-                    use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                    use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                    kernel_metadata=axes_metadata(*(None,) * len(ks), *axes), bias_metadata=axes_metadata(axes[1]),
+                    rngs=rngs)
 
 
 class Activation(nnx.Module):

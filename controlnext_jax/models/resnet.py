@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from controlnext_jax.models.layers import NORM_GROUPS, Conv, Dtype, GroupNorm, Linear
+from controlnext_jax.sharding.logical_axes import axes_metadata
 
 
 class ResnetBlock2D(nnx.Module):
@@ -105,7 +106,7 @@ class AlphaBlender(nnx.Module):
 
     def __init__(self, alpha: float, *, switch_spatial_to_temporal_mix: bool = False):
         self.switch_spatial_to_temporal_mix = switch_spatial_to_temporal_mix
-        self.mix_factor = nnx.Param(jnp.full((1,), alpha, jnp.float32))
+        self.mix_factor = nnx.Param(jnp.full((1,), alpha, jnp.float32), **axes_metadata(None))  # a scalar
 
     def __call__(self, x_spatial: jax.Array, x_temporal: jax.Array) -> jax.Array:
         alpha = jax.nn.sigmoid(self.mix_factor[...].astype(jnp.float32)).astype(x_spatial.dtype)

@@ -16,6 +16,7 @@ from controlnext_jax.models.attention import Attention, FeedForward
 from controlnext_jax.models.embeddings import TimestepEmbedding, timestep_embedding
 from controlnext_jax.models.layers import NORM_GROUPS, Dtype, GroupNorm, LayerNorm, Linear
 from controlnext_jax.models.resnet import AlphaBlender
+from controlnext_jax.sharding.logical_axes import EMBED, MLP
 
 
 class BasicTransformerBlock(nnx.Module):
@@ -116,7 +117,7 @@ class TransformerSpatioTemporalModel(nnx.Module):
         self.time_pos_embed = TimestepEmbedding(in_channels, in_channels * 4, out_dim=in_channels, **kw)
         # diffusers' `learned_with_images` blend with image_only_indicator all zero (SVD): sigmoid(mix_factor)
         self.time_mixer = AlphaBlender(0.5)
-        self.proj_out = Linear(inner, in_channels, **kw)
+        self.proj_out = Linear(inner, in_channels, axes=(MLP, EMBED), **kw)
 
     def __call__(self, x: jax.Array, context: jax.Array | None, num_frames: int) -> jax.Array:
         # x: (b*f, h, w, c); context: (b*f, s, d), identical across the frames of a video

@@ -6,6 +6,13 @@ every matmul and convolution runs in the compute dtype, normalisation statistics
 scheduler maths and the loss in float32. The step closes over the graph definitions and
 takes the trainable and frozen states as arguments, so one compiled program serves every
 step of a shape; the train state is donated.
+
+With a mesh (docs/scaling.md) every array has a NamedSharding derived from the parameters'
+logical axes under the rules: trainable, frozen and EMA parameters and the optimizer's
+moments (which carry their parameter's annotation, so they follow its sharding); counters
+are replicated; batches are split over (data, fsdp) on their leading axis. The step is
+compiled with these as explicit in/out shardings, so the state keeps its layout step after
+step and XLA inserts the FSDP gathers and gradient reductions.
 """
 
 from __future__ import annotations
@@ -15,13 +22,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from controlnext_jax.errors import UserError
+from controlnext_jax.sharding.rules import DEFAULT_RULES, Rules, batch_shards, batch_spec, param_shardings
 from controlnext_jax.training.draws import Draws, draw
 from controlnext_jax.training.dropout import CONDITIONING_DROPOUT_PROB
 from controlnext_jax.training.ema import ema_update
 from controlnext_jax.training.loss import Models, diffusion_loss
+from controlnext_jax.training.models import load_training_models  # noqa: F401  (its former home)
 from controlnext_jax.training.optimizer import OptimizerConfig, make_optimizer
 from controlnext_jax.training.sigmas import CosineInterpolated
 from controlnext_jax.training.trainable import RELEASE_UNET_PATTERNS, split_trainable
@@ -44,25 +56,25 @@ class TrainState(NamedTuple):
     updates: jax.Array  # optimizer updates applied so far (micro-batches / accumulation_steps)
 
 
-def load_training_models(ckpt, compute_dtype: str = "bfloat16") -> dict[str, nnx.Module]:
-    """The four components of a converted checkpoint with float32 parameters, layers in `compute_dtype`."""
-    from controlnext_jax.checkpoint.store import load_component
-
-    return {name: load_component(ckpt, name, param_dtype=jnp.float32, dtype=jnp.dtype(compute_dtype))
-            for name in ("unet", "controlnext", "vae", "image_encoder")}
-
-
 class Trainer:
     """models: {"unet", "controlnext", "vae", "image_encoder"} nnx modules (float32 parameters).
 
     `init_state()` -> TrainState; `step(state, trainer.frozen, batch, key)` -> (state, metrics),
     jitted; `loss_and_grads(trainable, trainer.frozen, batch, draws)` -> (loss, aux, grads), jitted;
     `models(trainable, frozen)` the merged networks (e.g. to export). The frozen states are
-    arguments, not constants of the compiled program, so it does not embed the weights."""
+    arguments, not constants of the compiled program, so it does not embed the weights.
+
+    `mesh` (a (data, fsdp, tensor) `jax.sharding.Mesh`, controlnext_jax.sharding.mesh) and
+    `rules` (default: `sharding.rules.DEFAULT_RULES`) shard everything; the models are best
+    built onto the mesh already (training.models), else they are moved there. Then
+    `put_batch(host_batch)` places a batch, `abstract_state()` describes the state with its
+    shardings (an orbax restore target)."""
 
     def __init__(self, models: dict[str, nnx.Module], config: TrainConfig = TrainConfig(), *,
-                 scaling_factor: float | None = None):
+                 scaling_factor: float | None = None, mesh=None, rules: Rules | None = None):
         self.config = config
+        self.mesh = mesh
+        self.rules = (rules or DEFAULT_RULES) if mesh is not None else None
         self.dtype = jnp.dtype(config.compute_dtype)
         self.vae_config = models["vae"].config
         self.scaling_factor = scaling_factor or self.vae_config.scaling_factor
@@ -72,15 +84,61 @@ class Trainer:
         for name in ("vae", "image_encoder"):
             self._graphdefs[name], self.frozen[name] = nnx.split(models[name])
         self.optimizer = make_optimizer(config.optimizer)
-        self.step = jax.jit(self._step, donate_argnums=0)
+        abstract = jax.eval_shape(self._fresh_state, self._initial)
+        if mesh is None:
+            device = SingleDeviceSharding(jax.devices()[0])
+            self.state_shardings = jax.tree.map(lambda _: device, abstract)
+            self.step = jax.jit(self._step, donate_argnums=0)
+            self._init_state = jax.jit(self._fresh_state)
+        else:
+            self.state_shardings = param_shardings(abstract, self.rules, mesh)
+            self.frozen_shardings = param_shardings(self.frozen, self.rules, mesh)
+            self.batch_sharding = NamedSharding(mesh, batch_spec(self.rules))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            # no copy when the models were built onto the mesh already (training.models)
+            self._initial = jax.device_put(self._initial, param_shardings(self._initial, self.rules, mesh))
+            self.frozen = jax.device_put(self.frozen, self.frozen_shardings)
+            self.step = jax.jit(self._step, donate_argnums=0,
+                                in_shardings=(self.state_shardings, self.frozen_shardings, self.batch_sharding,
+                                              replicated),
+                                out_shardings=(self.state_shardings, replicated))
+            self._init_state = jax.jit(self._fresh_state, out_shardings=self.state_shardings)
+        self._abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                      abstract, self.state_shardings)
         self.loss_and_grads = jax.jit(self._loss_and_grads)
 
     # ------------------------------------------------------------------ state
 
-    def init_state(self) -> TrainState:
-        trainable = jax.tree.map(jnp.copy, self._initial)
+    def _fresh_state(self, initial: dict) -> TrainState:
+        trainable = jax.tree.map(jnp.copy, initial)
         ema = jax.tree.map(lambda x: x.astype(jnp.float32), trainable) if self.config.ema_decay else None
         return TrainState(trainable, self.optimizer.init(trainable), ema, jnp.zeros((), jnp.int32))
+
+    def init_state(self) -> TrainState:
+        """The initial state, computed in place on the devices (each its own shards)."""
+        return self._init_state(self._initial)
+
+    def abstract_state(self) -> TrainState:
+        """The TrainState as `jax.ShapeDtypeStruct`s with their `.sharding`: what a restore needs as target."""
+        return self._abstract
+
+    def put_batch(self, batch: dict) -> dict:
+        """This host's part of a batch (numpy, leading axis = videos) -> global arrays split over (data, fsdp).
+
+        One process: the whole batch. Several: each passes its own consecutive slice of the global
+        batch (global batch / process count videos), as its data loader shards it."""
+        if self.mesh is None:
+            return {k: jnp.asarray(v) for k, v in batch.items()}
+        shards = batch_shards(self.rules, self.mesh)
+        out = {}
+        for name, value in batch.items():
+            value = np.asarray(value)
+            total = value.shape[0] * jax.process_count()
+            if total % shards:
+                raise UserError(f"batch: {total} videos ({name}) do not split over the mesh's {shards} batch shards "
+                                f"(data x fsdp); use a multiple of {shards}")
+            out[name] = jax.make_array_from_process_local_data(self.batch_sharding, value)
+        return out
 
     def models(self, trainable: dict, frozen: dict) -> Models:
         g = self._graphdefs
@@ -107,6 +165,8 @@ class Trainer:
 
     def _step(self, state: TrainState, frozen: dict, batch: dict, key: jax.Array):
         draws = self.draw(key, batch)
+        if self.mesh is not None:  # every draw is per video: split like the batch
+            draws = jax.lax.with_sharding_constraint(draws, self.batch_sharding)
         loss, aux, grads = self._loss_and_grads(state.trainable, frozen, batch, draws)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
