@@ -6,7 +6,8 @@ trained) goes through six steps of a stand-in step that moves every parameter, o
 moment and counter and donates the state as the real step does, with a checkpoint every two
 steps and the last two kept; the mechanics tests share that run. The real train step compiles
 for most of a minute on a 2-core CPU, so the test that a resumed run reproduces the
-uninterrupted one's losses is `slow`.
+uninterrupted one's losses is `slow`. A restore onto a two-device mesh runs in a fresh process
+with two CPU devices.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -303,3 +306,38 @@ def test_export_from_scratch_defaults_and_interrupted_export_leaves_nothing(run,
         export_inference(tmp_path / "interrupted", models, log=quiet)
     assert written and sorted(os.listdir(tmp_path)) == ["scratch"]
     assert not Path(tmp_path / "interrupted").exists()
+
+
+MESH_RESTORE = """
+import jax, jax.numpy as jnp, numpy as np, optax, sys
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from controlnext_jax.training.checkpointing import TrainCheckpointer
+from controlnext_jax.training.step import TrainState
+
+trainable = {"unet": nnx.state(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.Param),
+             "controlnext": nnx.state(nnx.Linear(2, 6, rngs=nnx.Rngs(1)), nnx.Param)}
+state = TrainState(trainable, optax.adam(1e-3).init(trainable), None, jnp.ones((), jnp.int32))
+ckpt = TrainCheckpointer(sys.argv[1], save_every=1, keep=1, log=lambda *_: None)
+ckpt.save(1, state, data_position={}, rng=jax.random.key(1))  # written from one device
+ckpt.wait()
+mesh = Mesh(np.array(jax.devices()), ("fsdp",))
+target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(
+    mesh, P(None, "fsdp") if x.ndim == 2 else P())), state)
+restored, _, rng, _ = ckpt.restore(1, target)
+ckpt.close()
+for new, old, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state), jax.tree.leaves(target)):
+    assert new.sharding == want.sharding and np.array_equal(np.asarray(new), np.asarray(old))
+    if new.ndim == 2:  # each device holds its half of the columns, never the whole array
+        assert [s.data.shape for s in new.addressable_shards] == [(new.shape[0], new.shape[1] // 2)] * 2
+assert rng.sharding == NamedSharding(mesh, P()) and len(jax.devices()) == 2
+print("ok")
+"""
+
+
+def test_restore_places_the_arrays_on_the_mesh(tmp_path):
+    # a fresh process: the CPU's device count is fixed when JAX starts
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", MESH_RESTORE, str(tmp_path / "checkpoints")], env=env,
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
