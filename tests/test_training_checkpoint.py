@@ -39,7 +39,7 @@ from controlnext_jax.errors import UserError
 from controlnext_jax.testing.torch_checkpoints import model_configs
 from controlnext_jax.testing.torch_sampler import build_random_release
 from controlnext_jax.training import export as training_export
-from controlnext_jax.training.checkpointing import TrainCheckpointer, abstract_of, run_record
+from controlnext_jax.training.checkpointing import TrainCheckpointer, run_record
 from controlnext_jax.training.export import default_scheduler, export_inference
 from controlnext_jax.training.optimizer import OptimizerConfig
 from controlnext_jax.training.step import TrainConfig, Trainer, load_training_models
@@ -138,7 +138,7 @@ def test_saves_every_two_steps_and_keeps_the_last_two(run):
 
 def test_restore_is_bit_exact(run):
     ckpt = TrainCheckpointer(run.directory, save_every=2, keep=2, log=quiet)
-    state, position, rng, record = ckpt.restore(4, abstract_of(run.state))
+    state, position, rng, record = ckpt.restore(4, run.trainer.abstract_state())
     ckpt.close()
     saved_state, saved_key = run.snapshots[4]
     assert_bit_equal(state, saved_state)  # parameters, optimizer state, EMA, update count
@@ -160,7 +160,7 @@ def test_resumed_training_reproduces_the_uninterrupted_run(trainer, tmp_path):
         ckpt.save(step, state, data_position={"next_index": step}, rng=rng, record=RECORD)
     ckpt.wait()
     final = host_copy(state)
-    state, position, rng, _ = ckpt.restore(2, abstract_of(state))
+    state, position, rng, _ = ckpt.restore(2, trainer.abstract_state())
     ckpt.close()
     resumed = []
     for step in range(3, 5):
@@ -218,7 +218,7 @@ def test_incomplete_checkpoints_are_skipped_and_removed(run, held_write, tmp_pat
     assert sorted(p.name for p in ckpt.removed) == ["10", "8.orbax-checkpoint-tmp"] and len(messages) == 2
     assert sorted(os.listdir(directory)) == ["4", "6"]
     assert ckpt.latest_step() == 6
-    state, position, rng, _ = ckpt.restore(None, abstract_of(run.state))
+    state, position, rng, _ = ckpt.restore(None, run.trainer.abstract_state())
     ckpt.close()
     assert_bit_equal(state, run.snapshots[6][0])
     assert position == {"next_index": 6} and np.array_equal(jax.random.key_data(rng), run.snapshots[6][1])
@@ -226,7 +226,7 @@ def test_incomplete_checkpoints_are_skipped_and_removed(run, held_write, tmp_pat
 
 def test_a_checkpoint_of_another_configuration_is_a_one_line_user_error(run):
     ckpt = TrainCheckpointer(run.directory, save_every=2, keep=2, log=quiet)
-    abstract = abstract_of(run.state)
+    abstract = run.trainer.abstract_state()
     # a wider ControlNeXt module: one parameter of another shape
     path, leaf = jax.tree_util.tree_flatten_with_path(abstract.trainable["controlnext"])[0][0]
     wider = jax.tree_util.tree_map_with_path(
