@@ -74,7 +74,13 @@ def test_tensor_parallel_rules_split_heads_and_mlp():
     mesh = AbstractMesh((1, 2, 4), ("data", "fsdp", "tensor"))
     _, rows = specs_of("unet", "svd_xt", mesh)
     by_name = {name: spec for name, _, _, spec in rows}
+    axes = {name: a for name, _, a, _ in rows}
     block = "down_blocks.1.attentions.0.transformer_blocks.0"
+    # the call sites' roles (the default rules send heads and mlp both to tensor, so check the names)
+    assert axes[f"{block}.attn1.to_q.kernel"] == axes[f"{block}.attn2.to_v.kernel"] == ("embed", "heads")
+    assert axes[f"{block}.attn1.to_out.0.kernel"] == ("heads", "embed")
+    assert axes[f"{block}.ff.net.0.proj.kernel"] == ("embed", "mlp")
+    assert axes[f"{block}.ff.net.2.kernel"] == ("mlp", "embed")
     assert by_name[f"{block}.attn1.to_q.kernel"] == PartitionSpec("fsdp", "tensor")
     assert by_name[f"{block}.attn1.to_out.0.kernel"] == PartitionSpec("tensor", "fsdp")
     assert by_name[f"{block}.ff.net.2.kernel"] == PartitionSpec("tensor", "fsdp")
