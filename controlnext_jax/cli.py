@@ -39,6 +39,15 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so cleanup runs as for KeyboardInterrupt."""
 
 
+class Interrupted(BaseException):
+    """A stop (SIGTERM, Ctrl-C) a command handled itself, e.g. training after saving a
+    checkpoint: reported with its own message and exit status instead of "nothing was written"."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -127,6 +136,8 @@ def run_command(prog: str, config_name: str, task: Callable[[DictConfig], None],
             raise
         where = f"{e.filename}: " if e.filename else ""
         _fail(prog, f"{where}{e.strerror or e}", 2)
+    except Interrupted as e:
+        _fail(prog, e.message, e.status)
     except KeyboardInterrupt:
         _fail(prog, "interrupted; nothing was written", 130)
     except Terminated:

@@ -35,7 +35,14 @@ def _run(module: nnx.Module, remat: bool, x: jax.Array, cond: jax.Array | None, 
     """module(x, cond, num_frames), recomputed in the backward pass when `remat`."""
     if not remat:
         return module(x, cond, num_frames)
-    return nnx.remat(lambda m, x, cond: m(x, cond, num_frames))(module, x, cond)
+    # a pure function of the module's state (blocks do not update state in their forward pass):
+    # unlike nnx.remat it writes nothing back, so it also runs inside loops traced later (sampling)
+    graphdef, state = nnx.split(module)
+
+    def forward(state, x, cond):
+        return nnx.merge(graphdef, state)(x, cond, num_frames)
+
+    return jax.checkpoint(forward)(state, x, cond)
 
 
 class _Block(nnx.Module):

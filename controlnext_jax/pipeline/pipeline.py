@@ -103,6 +103,11 @@ class ControlNeXtPipeline:
             self._executables[key] = self._program.lower(self._params, inputs, **static).compile()
         return self._executables[key]
 
+    def set_params(self, params: dict) -> None:
+        """Swap in new parameter states of the same shapes and dtypes (e.g. a training run's
+        current weights); the compiled programs are kept."""
+        self._params = replicate(params, self.mesh, self.devices[0] if self.mesh is None else None)
+
     def __call__(self, image: np.ndarray, poses: np.ndarray, *, height: int = 1024, width: int = 576,
                  num_inference_steps: int = 25, guidance_scale: float = 3.0, min_guidance_scale: float | None = None,
                  batch_frames: int = 24, overlap: int = 6, motion_bucket_id: float = 127.0, fps: int = 7,

@@ -1,0 +1,66 @@
+"""A validation video during training: the animate pipeline on the current weights.
+
+The reference image and pose video are the user's (`validation.image`, `validation.pose_video`)
+or, by default, frame 0 of the first training video and its pose video. Both are read and
+resized to the training size once; every `validation.every` steps the trained networks (or
+their EMA) are handed to `ControlNeXtPipeline` as they are, without a copy to disk, and the
+result is written as <out>/validation/step_NNNNNNN.mp4 (pose | result side by side).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+from controlnext_jax.pose.media import decode_frames, load_image, write_video
+from controlnext_jax.sampling.scheduler import SchedulerConfig
+
+
+def _fit(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    if frame.shape[:2] == (height, width):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.LANCZOS))
+
+
+class ValidationVideo:
+    def __init__(self, out: Path, *, image: str | None, pose_video: str | None, first_record, height: int,
+                 width: int, frames: int, num_inference_steps: int, guidance_scale: float,
+                 scheduler: dict | None):
+        self.folder = Path(out) / "validation"
+        video = pose_video or first_record.pose
+        poses = list(itertools.islice(decode_frames(video, "validation.pose_video"), frames))
+        self.poses = np.stack([_fit(p, height, width) for p in poses])
+        if image is not None:
+            reference = load_image(image, "validation.image")
+        else:
+            reference = next(decode_frames(first_record.video, "validation.image"))
+        self.image = _fit(reference, height, width)
+        self.params = dict(height=height, width=width, num_inference_steps=num_inference_steps,
+                           guidance_scale=guidance_scale, batch_frames=len(self.poses), overlap=0,
+                           decode_chunk_size=len(self.poses), seed=0)
+        self.scheduler = SchedulerConfig.from_dict(scheduler) if scheduler else SchedulerConfig()
+        self._pipeline = None
+
+    def render(self, models: dict[str, nnx.Module], step: int) -> Path:
+        from controlnext_jax.pipeline.pipeline import ControlNeXtPipeline
+
+        graphdefs, params = {}, {}
+        for name, module in models.items():
+            graphdefs[name], params[name] = nnx.split(module)
+        if self._pipeline is None:  # compiled once, then fed each validation's weights
+            configs = {name: module.config for name, module in models.items()}
+            self._pipeline = ControlNeXtPipeline(graphdefs, params, configs, self.scheduler,
+                                                 devices=jax.local_devices()[:1])
+        else:
+            self._pipeline.set_params(params)
+        frames = self._pipeline(self.image, self.poses, **self.params)
+        path = self.folder / f"step_{step:07d}.mp4"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_video(path, (np.concatenate([p, f], axis=1) for p, f in zip(self.poses, frames)), fps=7,
+                    param="validation")
+        return path
