@@ -56,6 +56,14 @@ class TrainState(NamedTuple):
     updates: jax.Array  # optimizer updates applied so far (micro-batches / accumulation_steps)
 
 
+def _place(tree, shardings):
+    """device_put every array of `tree`; abstract models (`nnx.eval_shape`, ShapeDtypeStruct leaves)
+    stay abstract, so a trainer over them can lower and compile the step without any weights."""
+    if all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(tree)):
+        return tree
+    return jax.device_put(tree, shardings)
+
+
 class Trainer:
     """models: {"unet", "controlnext", "vae", "image_encoder"} nnx modules (float32 parameters).
 
@@ -96,8 +104,8 @@ class Trainer:
             self.batch_sharding = NamedSharding(mesh, batch_spec(self.rules))
             replicated = NamedSharding(mesh, PartitionSpec())
             # no copy when the models were built onto the mesh already (training.models)
-            self._initial = jax.device_put(self._initial, param_shardings(self._initial, self.rules, mesh))
-            self.frozen = jax.device_put(self.frozen, self.frozen_shardings)
+            self._initial = _place(self._initial, param_shardings(self._initial, self.rules, mesh))
+            self.frozen = _place(self.frozen, self.frozen_shardings)
             self.step = jax.jit(self._step, donate_argnums=0,
                                 in_shardings=(self.state_shardings, self.frozen_shardings, self.batch_sharding,
                                               replicated),
