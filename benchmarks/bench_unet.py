@@ -1,17 +1,34 @@
-"""Full-size SVD-XT UNet: JAX against PyTorch on one forward pass, random weights.
+"""One UNet forward: JAX against PyTorch on the same weights and inputs, alternating in one process.
 
-Builds the UNet (1.52e9 parameters) in PyTorch with random weights, fills the JAX model
-with the same weights (abstract build, no second random init), runs one forward at a
-small latent in both frameworks and prints relative error and times side by side, plus
-the bfloat16 JAX output against the float32 PyTorch output (cosine similarity and
-relative error). Optionally adds the ControlNeXt injection to both.
+Builds the UNet in PyTorch with random weights (PyTorch default init), fills the JAX model
+with the same weights (abstract build, no second random init), then times rounds: each round
+runs torch eager once and every JAX variant once (the order flips every round so that drift
+in the machine's load hits every run alike). Each JAX variant's figure is the median over
+rounds of its time divided by the same round's torch time; one warm-up round (the JAX
+compilation, torch's first-call allocations) is excluded. Also prints each variant's relative
+error against torch.
 
-    .venv/bin/python benchmarks/bench_unet.py --frames 4 --size 16 16 [--repeats 3]
+JAX variants (`--variants`):
+- `package`: the package's defaults (on CPU: small convolutions as im2col matmuls, attention
+  as einsums over (batch, heads, tokens, dim); `controlnext_jax.models.layers` / `attention`);
+- `xla`: lax.conv everywhere and `jax.nn.dot_product_attention` (the forward before those defaults);
+- `conv-xla` / `attn-xla`: only one of the two changes; `t16` ... `t1024`: the package's
+  defaults with another im2col threshold (output positions per image).
+The package's XLA flags (`controlnext_jax.xla_flags`) are per process: run once more with
+`CONTROLNEXT_JAX_XLA_DEFAULTS=0` for figures without them.
+
+Models (`--model`): `svd_xt` (full size, 1.52e9 parameters: about 6 GB of float32 weights in
+each framework), `tiny` (configs/model/tiny.yaml), or `mid`, defined here: SVD-XT's block
+structure at a fifth of the width (64..256 channels, 64-wide heads), a small configuration
+with the full model's depth.
+
+    .venv/bin/python benchmarks/bench_unet.py --model svd_xt --frames 4 --sizes 16 32 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -22,100 +39,106 @@ import numpy as np
 import torch
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import assign_state_dict, materialize
+from controlnext_jax.checkpoint.torch_layout import assign_state_dict
+from controlnext_jax.models.attention import set_attention_implementation
 from controlnext_jax.models.components import COMPONENTS
+from controlnext_jax.models.layers import set_conv_lowering
 from controlnext_jax.testing.parity_cases import rel_err, to_nhwc
 from controlnext_jax.testing.torch_checkpoints import model_configs
 
+# variant -> (conv lowering, attention implementation, im2col threshold of "auto" (None: the package's))
+VARIANTS = {"package": ("auto", None, None), "xla": ("xla", "xla", None), "conv-xla": ("xla", None, None),
+            "attn-xla": ("auto", "xla", None), **{f"t{n}": ("auto", None, n) for n in (16, 64, 256, 1024)}}
 
-def rss_gib() -> float:
-    """Resident memory of this process (Linux /proc), printed per stage to stderr."""
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 2**20
+
+def unet_config(model: str) -> dict:
+    if model != "mid":
+        return model_configs(model)["unet"]
+    config = dict(model_configs("svd_xt")["unet"])
+    config.update(block_out_channels=[64, 128, 256, 256], num_attention_heads=[1, 2, 4, 4],
+                  cross_attention_dim=256, addition_time_embed_dim=64, projection_class_embeddings_input_dim=192)
+    return config
 
 
 def stage(name: str) -> None:
-    print(f"[bench_unet] {name}: RSS {rss_gib():.1f} GiB", file=sys.stderr, flush=True)
+    rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) / 2**20
+    print(f"[bench_unet] {name}: RSS {rss:.1f} GiB", file=sys.stderr, flush=True)
 
 
-def timed(fn, repeats: int) -> tuple[np.ndarray, float, float]:
-    """(output, first-call seconds, median seconds of the next `repeats` calls)."""
+def seconds(fn) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    out = np.asarray(fn())
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.asarray(fn())
-        times.append(time.perf_counter() - start)
-    return out, first, statistics.median(times)
+    out = np.asarray(fn())  # np.asarray waits for JAX's asynchronous result
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="svd_xt", help="svd_xt, tiny (configs/model/<name>.yaml) or mid")
     parser.add_argument("--frames", type=int, default=4)
-    parser.add_argument("--size", type=int, nargs=2, default=(16, 16), metavar=("H", "W"), help="latent size")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--model", default="svd_xt", help="configs/model/<name>.yaml")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16], help="square latent sizes")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
+    parser.add_argument("--variants", nargs="+", default=["xla", "package"], choices=sorted(VARIANTS))
     args = parser.parse_args()
 
     from diffusers import UNetSpatioTemporalConditionModel
 
-    config = model_configs(args.model)["unet"]
+    config = unet_config(args.model)
     torch.manual_seed(0)
     ref_model = UNetSpatioTemporalConditionModel.from_config(config).eval()
     n_params = sum(p.numel() for p in ref_model.parameters())
-    stage("torch model built")
+    component = COMPONENTS["unet"]
+    ours = component.build_abstract(component.config_from_dict(config))
+    assign_state_dict(ours, {k: v.numpy() for k, v in ref_model.state_dict().items()}, source="torch UNet")
+    stage("models built")
 
-    g = torch.Generator().manual_seed(1)
-    h, w = args.size
-    sample = torch.randn(1, args.frames, config["in_channels"], h, w, generator=g)
-    t = torch.tensor([0.25 * np.log(10.0)])
-    context = torch.randn(1, 1, config["cross_attention_dim"], generator=g)
-    added = torch.tensor([[6.0, 127.0, 0.02]])
-    jax_inputs = (jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
-                  jnp.asarray(added.numpy()))
-
-    def jitted(model):
-        """A pure jitted forward over the model's parameters: nnx.jit would also return the
-        module state (a second copy of 6 GB of weights) to propagate mutations."""
-        graphdef, params = nnx.split(model)
+    def forward(variant: str):
+        """A pure jitted forward over the parameters as plain arrays (nnx.jit would also return
+        the module state: a second copy of the weights)."""
+        lowering, attention, max_positions = VARIANTS[variant]
+        set_conv_lowering(ours, lowering, max_positions)
+        set_attention_implementation(ours, attention)
+        graphdef, params = nnx.split(ours)  # the settings live in graphdef: one per variant
         apply = jax.jit(lambda params, *inputs: nnx.merge(graphdef, params)(*inputs))
         return lambda *inputs: apply(params, *inputs)
 
-    with torch.no_grad():
-        ref, torch_first, torch_time = timed(lambda: ref_model(sample, t, context, added).sample, args.repeats)
-    ref = to_nhwc(torch.from_numpy(ref))
-    stage("torch forward done")
+    forwards = {v: forward(v) for v in args.variants}
+    print(f"UNet {args.model}: {n_params / 1e9:.3f}e9 parameters, {args.frames} frames, device "
+          f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, "
+          f"torch {torch.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print("\n| latent | run | median time (s) | median ratio to torch | ratio range | rel. error vs torch |")
+    print("|---|---|---:|---:|---:|---:|")
+    g = torch.Generator().manual_seed(1)
+    for size in args.sizes:
+        sample = torch.randn(1, args.frames, config["in_channels"], size, size, generator=g)
+        t = torch.tensor([0.25 * np.log(10.0)])
+        context = torch.randn(1, 1, config["cross_attention_dim"], generator=g)
+        added = torch.randn(1, 3, generator=g).abs() * torch.tensor([[6.0, 127.0, 0.02]])
+        jax_inputs = (jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
+                      jnp.asarray(added.numpy()))
 
-    # Memory (the full UNet is 6.1 GB in float32): one torch copy and one JAX copy at a time;
-    # the bfloat16 model is cast from the JAX float32 one after the torch model is gone.
-    component = COMPONENTS["unet"]
-    cfg = component.config_from_dict(config)
-    state = {k: v.numpy() for k, v in ref_model.state_dict().items()}  # views, no copy
-    ours32 = component.build_abstract(cfg)
-    assign_state_dict(ours32, state, source="torch UNet")  # strict; one tensor converted at a time
-    del state
-    stage("JAX float32 model filled")
-    ref_model = None  # drop the torch weights (the lambda above holds the name, not the model)
-    params32 = dict(nnx.to_flat_state(nnx.state(ours32, nnx.Param)))
-    ours16 = materialize(component.build_abstract(cfg, param_dtype=jnp.bfloat16, dtype=jnp.bfloat16),
-                         lambda path: params32[path].get_value(), param_dtype=jnp.bfloat16)
-    stage("JAX bfloat16 model cast")
-    forward32, forward16 = jitted(ours32), jitted(ours16)
-    out32, jax_first, jax_time = timed(lambda: forward32(*jax_inputs), args.repeats)
-    stage("JAX float32 forward done")
-    out16, bf_first, bf_time = timed(lambda: forward16(*jax_inputs).astype(jnp.float32), args.repeats)
-    cos = float(np.dot(out16.ravel(), ref.ravel()) / (np.linalg.norm(out16) * np.linalg.norm(ref)))
+        def run_torch():
+            with torch.no_grad():
+                return ref_model(sample, t, context, added).sample
 
-    print(f"UNet {args.model}: {n_params / 1e9:.3f}e9 parameters, latent (1, {args.frames}, {h}, {w}, "
-          f"{config['in_channels']}), device {jax.devices()[0].platform}, torch threads {torch.get_num_threads()}")
-    print("\n| run | first call (s) | median of next calls (s) | rel. error vs torch fp32 | cosine vs torch fp32 |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| torch float32 (eager) | {torch_first:.2f} | {torch_time:.2f} | - | - |")
-    print(f"| JAX float32 (jit; first call compiles) | {jax_first:.2f} | {jax_time:.2f} | {rel_err(out32, ref):.2e} | "
-          f"{float(np.dot(out32.ravel(), ref.ravel()) / (np.linalg.norm(out32) * np.linalg.norm(ref))):.6f} |")
-    print(f"| JAX bfloat16 params+activations (jit) | {bf_first:.2f} | {bf_time:.2f} | {rel_err(out16, ref):.2e} | "
-          f"{cos:.6f} |")
+        runs = {"torch": run_torch, **{v: (lambda f=f: f(*jax_inputs)) for v, f in forwards.items()}}
+        times = {name: [] for name in runs}
+        outputs = {}
+        for r in range(args.rounds + 1):  # round 0: warm-up (JAX compiles), not counted
+            order = list(runs) if r % 2 else list(runs)[::-1]
+            for name in order:
+                elapsed, outputs[name] = seconds(runs[name])
+                if r:
+                    times[name].append(elapsed)
+            stage(f"{size}x{size} round {r}")
+        ref = np.moveaxis(outputs["torch"], -3, -1)
+        latent = f"(1, {args.frames}, {size}, {size}, {config['in_channels']})"
+        print(f"| {latent} | torch float32 eager | {statistics.median(times['torch']):.3f} | 1 | - | - |")
+        for v in forwards:
+            ratios = [a / b for a, b in zip(times[v], times["torch"])]
+            print(f"| {latent} | JAX float32 jit, {v} | {statistics.median(times[v]):.3f} | "
+                  f"{statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
+                  f"{rel_err(outputs[v], ref):.1e} |", flush=True)
 
 
 if __name__ == "__main__":

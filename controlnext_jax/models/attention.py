@@ -1,8 +1,12 @@
 """Attention and feed-forward layers (diffusers `Attention` with AttnProcessor2_0, `FeedForward`).
 
-Attention runs through `jax.nn.dot_product_attention`, which dispatches to cuDNN flash
-attention on GPU when `implementation="cudnn"` is set (see `set_attention_implementation`);
-softmax statistics stay float32 in every implementation.
+Attention runs through `attend`: on GPU/TPU that is `jax.nn.dot_product_attention`, which
+dispatches to cuDNN flash attention when `implementation="cudnn"` is set (see
+`set_attention_implementation`). On CPU (implementation None) it is two einsums over
+(batch, heads, tokens, dim): XLA:CPU's `dot_product_attention` vmaps its core over the heads
+axis and leaves (batch, tokens, heads, dim) operands whose batched matmuls it runs slowly
+(BENCHMARKS.md, "CPU lowering"); moving heads next to batch first gives plain batched GEMMs.
+Softmax statistics stay float32 in every implementation.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from controlnext_jax.models.attention_chunked import chunked_dot_product_attention
 from controlnext_jax.models.layers import Dtype, GroupNorm, Linear
 from controlnext_jax.sharding.logical_axes import EMBED, HEADS, MLP
 
@@ -53,7 +58,10 @@ class Attention(nnx.Module):
         n = q.shape[0]
         # (n, t, heads*d) -> (n, t, heads, d)
         q, k, v = (a.reshape(n, a.shape[1], self.heads, -1) for a in (q, k, v))
-        out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+        if self.implementation == "chunked":  # bounded logits memory (pipeline's memory_saving mode)
+            out = chunked_dot_product_attention(q, k, v)
+        else:
+            out = attend(q, k, v, self.implementation)
         out = self.to_out[0](out.reshape(n, out.shape[1], -1))
         if spatial_shape is not None:
             out = out.reshape(spatial_shape)
@@ -62,10 +70,38 @@ class Attention(nnx.Module):
         return out / self.rescale_output_factor
 
 
+ATTENTION_IMPLEMENTATIONS = (None, "xla", "cudnn", "einsum")
+
+
+def _einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(d)) v with heads moved next to batch; (n, t, heads, d) in and out."""
+    scale = q.shape[-1] ** -0.5
+    q, k, v = (jnp.swapaxes(a, 1, 2) for a in (q, k, v))  # (n, heads, t, d)
+    logits = jnp.einsum("nhqd,nhkd->nhqk", q * jnp.asarray(scale, q.dtype), k,
+                        preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.swapaxes(jnp.einsum("nhqk,nhkd->nhqd", weights, v), 1, 2)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, implementation: str | None = None) -> jax.Array:
+    """Multi-head attention on (n, tokens, heads, dim) operands, returned in that layout.
+
+    `implementation`: None picks "einsum" on CPU (decided at trace time) and
+    `jax.nn.dot_product_attention`'s own default elsewhere; "xla"/"cudnn" are passed to
+    `jax.nn.dot_product_attention`; "einsum" forces the CPU formulation anywhere."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation == "einsum" or (implementation is None and jax.default_backend() == "cpu"):
+        return _einsum_attention(q, k, v)
+    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+
+
 def set_attention_implementation(model: nnx.Module, implementation: str | None) -> None:
-    """Select the `jax.nn.dot_product_attention` backend ("xla", "cudnn" or None) everywhere in `model`."""
-    if implementation not in (None, "xla", "cudnn"):
-        raise ValueError(f"attention implementation must be None, 'xla' or 'cudnn', got {implementation!r}")
+    """Select the attention backend everywhere in `model`: None (einsum on CPU, XLA's default
+    elsewhere), "xla" or "cudnn" (`jax.nn.dot_product_attention`), or "einsum" (see `attend`)."""
+    if implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                         f"got {implementation!r}")
     for _, module in model.iter_modules():
         if hasattr(module, "implementation"):  # Attention here, CLIPAttention in clip_vision.py
             module.implementation = implementation

@@ -16,6 +16,7 @@ computed in float32 and the result is cast back to the input dtype.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import jax
@@ -90,10 +91,114 @@ def Linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype:
                       kernel_metadata=axes_metadata(*axes), bias_metadata=axes_metadata(axes[1]), rngs=rngs)
 
 
+# CPU convolution lowering (docs in `conv_forward`). Below this many output positions per
+# image (product of the output's spatial sizes) a k>1 convolution runs as patches @ kernel on
+# CPU: XLA:CPU's convolution kernels lose to its matmul at small feature maps (the SVD UNet's
+# 16x16..2x2 latents), while at large maps (the VAE's 64x64+) im2col's k*k-times input copy
+# costs more than it saves. Measured in BENCHMARKS.md ("CPU lowering").
+IM2COL_MAX_POSITIONS = 1024
+
+CONV_LOWERINGS = ("auto", "im2col", "xla")
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                 padding: Sequence[tuple[int, int]]) -> jax.Array:
+    """Convolution as one matrix product: the k taps' strided slices of the padded input,
+    stacked tap-major / channel-minor, times the kernel reshaped to (taps * in, out).
+    x (n, *spatial, in), kernel (*taps, in, out) -> (n, *out_spatial, out)."""
+    nd = kernel.ndim - 2
+    taps = kernel.shape[:nd]
+    x = jnp.pad(x, [(0, 0), *padding, (0, 0)])
+    out_sizes = [(x.shape[1 + i] - taps[i]) // strides[i] + 1 for i in range(nd)]
+    if all(t == 1 for t in taps) and all(s == 1 for s in strides):
+        patches = x
+    else:
+        cols = []
+        for offset in itertools.product(*(range(t) for t in taps)):
+            limit = [o + (n - 1) * s + 1 for o, n, s in zip(offset, out_sizes, strides)]
+            cols.append(jax.lax.slice(x, (0, *offset, 0), (x.shape[0], *limit, x.shape[-1]), (1, *strides, 1)))
+        patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+    return jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+              padding: Sequence[tuple[int, int]]) -> jax.Array:
+    nd = kernel.ndim - 2
+    spatial = "DHW"[-nd:] if nd <= 3 else None
+    dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), dimension_numbers=dn)
+
+
+def conv_uses_im2col(x_shape: Sequence[int], kernel_shape: Sequence[int], strides: Sequence[int],
+                     padding: Sequence[tuple[int, int]], lowering: str = "auto", platform: str | None = None,
+                     max_positions: int | None = None) -> bool:
+    """Which lowering `conv_forward` picks: im2col when forced, or ("auto") on CPU for 1x1
+    kernels (a plain matmul) and for maps of at most `max_positions` output positions (default
+    `IM2COL_MAX_POSITIONS`);
+    lax.conv everywhere else (GPU/TPU convolutions are the vendors' kernels: left alone)."""
+    if lowering not in CONV_LOWERINGS:
+        raise ValueError(f"conv lowering must be one of {CONV_LOWERINGS}, got {lowering!r}")
+    if lowering != "auto":
+        return lowering == "im2col"
+    if (platform or jax.default_backend()) != "cpu":
+        return False
+    nd = len(kernel_shape) - 2
+    if all(k == 1 for k in kernel_shape[:nd]):
+        return True
+    positions = 1
+    for i in range(nd):
+        positions *= (x_shape[1 + i] + sum(padding[i]) - kernel_shape[i]) // strides[i] + 1
+    return positions <= (IM2COL_MAX_POSITIONS if max_positions is None else max_positions)
+
+
+def conv_forward(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+                 lowering: str = "auto", max_positions: int | None = None) -> jax.Array:
+    """Channels-last convolution, x (n, *spatial, in) with kernel (*taps, in, out), explicit
+    (lo, hi) padding per spatial axis. `lowering`: "xla" (lax.conv_general_dilated), "im2col"
+    (one matmul over the taps' slices) or "auto" (`conv_uses_im2col`). Both give the same
+    values up to float summation order; the choice is made at trace time, per call shape."""
+    if conv_uses_im2col(x.shape, kernel.shape, strides, padding, lowering, max_positions=max_positions):
+        return _im2col_conv(x, kernel, strides, padding)
+    return _xla_conv(x, kernel, strides, padding)
+
+
+class TorchConv(nnx.Conv):
+    """nnx.Conv (same parameters, paths and metadata) whose forward goes through `conv_forward`,
+    so that XLA:CPU runs small convolutions as matmuls. `lowering` ("auto", "im2col", "xla")
+    can be set per module or everywhere with `set_conv_lowering`, as can `max_positions` (the
+    im2col threshold of "auto"; None: `IM2COL_MAX_POSITIONS`)."""
+
+    lowering: str = "auto"
+    max_positions: int | None = None
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        nd = len(self.kernel_size)
+        batch_shape = inputs.shape[:inputs.ndim - nd - 1]
+        x = inputs.reshape(-1, *inputs.shape[len(batch_shape):])  # one batch axis, as nnx.Conv
+        kernel = self.kernel[...]
+        bias = self.bias[...] if self.bias is not None else None
+        x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+        y = conv_forward(x, kernel, self.strides, self.padding, self.lowering, self.max_positions)
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*batch_shape, *y.shape[1:])
+
+
+def set_conv_lowering(model: nnx.Module, lowering: str, max_positions: int | None = None) -> None:
+    """Set the convolution lowering ("auto", "im2col" or "xla") of every `TorchConv` in `model`,
+    and the im2col threshold of "auto" (None: `IM2COL_MAX_POSITIONS`)."""
+    if lowering not in CONV_LOWERINGS:
+        raise ValueError(f"conv lowering must be one of {CONV_LOWERINGS}, got {lowering!r}")
+    for _, module in model.iter_modules():
+        if isinstance(module, TorchConv):
+            module.lowering = lowering
+            module.max_positions = max_positions
+
+
 def Conv(in_features: int, out_features: int, kernel_size: int | Sequence[int], *,
          stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, use_bias: bool = True,
          dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32, axes: tuple[str, str] = (CONV_IN, CONV_OUT),
-         rngs: nnx.Rngs) -> nnx.Conv:
+         rngs: nnx.Rngs) -> TorchConv:
     """torch.nn.Conv2d/Conv3d with torch's symmetric integer padding, channels-last.
 
     `kernel_size` given as an int means a 2-D square kernel; a sequence sets the rank
@@ -103,10 +208,10 @@ def Conv(in_features: int, out_features: int, kernel_size: int | Sequence[int], 
     ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
     pad = (padding,) * len(ks) if isinstance(padding, int) else tuple(padding)
     st = (stride,) * len(ks) if isinstance(stride, int) else tuple(stride)
-    return nnx.Conv(in_features, out_features, ks, strides=st, padding=[(p, p) for p in pad],
-                    use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                    kernel_metadata=axes_metadata(*(None,) * len(ks), *axes), bias_metadata=axes_metadata(axes[1]),
-                    rngs=rngs)
+    return TorchConv(in_features, out_features, ks, strides=st, padding=[(p, p) for p in pad],
+                     use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                     kernel_metadata=axes_metadata(*(None,) * len(ks), *axes), bias_metadata=axes_metadata(axes[1]),
+                     rngs=rngs)
 
 
 class Activation(nnx.Module):
