@@ -169,8 +169,9 @@ def write_dataset(out: str | Path, *, split: str, num_clips: int, frames: int, h
     """Render a split into the folder `out` (all or nothing); returns its absolute path."""
     frames, height, width, fps = _check_size(frames, height, width, fps)
     plan = clip_plan(split, num_clips, seed)
-    out = check_output(out, inputs={}, overwrite=bool(overwrite))
-    with atomic_folder(out, overwrite=bool(overwrite)) as tmp:
+    overwrite = bool(overwrite)
+    out = check_output(out, inputs={}, overwrite=overwrite)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
         for sub in ("videos", "poses", "keypoints", "masks"):
             (tmp / sub).mkdir()
         for k, entry in enumerate(plan):
