@@ -61,7 +61,7 @@ def test_installed_commands_run_from_any_directory(wheel_env, tmp_path):
                            cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     assert where.startswith(str(venv)), where  # the wheel's copy, not this checkout
     for script in ("controlnext-animate", "controlnext-convert", "controlnext-export", "controlnext-pose",
-                   "controlnext-eval", "controlnext-selfcheck", "controlnext-train"):
+                   "controlnext-eval", "controlnext-selfcheck", "controlnext-train", "controlnext-synth"):
         r = subprocess.run([str(venv / "bin" / script), "--help"], cwd=tmp_path, capture_output=True, text=True)
         assert r.returncode == 0 and "Parameters (controlnext_jax/configs/" in r.stdout, (script, r.stderr)
     # a bad parameter is one line and status 2 from the installed script too
