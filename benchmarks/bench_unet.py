@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from flax import nnx
 
-from controlnext_jax.checkpoint.torch_layout import assign_state_dict
+from controlnext_jax.checkpoint.torch_layout import assign_state_dict, param_table
 from controlnext_jax.models.attention import set_attention_implementation
 from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.models.layers import set_conv_lowering
@@ -58,6 +58,23 @@ def unet_config(model: str) -> dict:
     config.update(block_out_channels=[64, 128, 256, 256], num_attention_heads=[1, 2, 4, 4],
                   cross_attention_dim=256, addition_time_embed_dim=64, projection_class_embeddings_input_dim=192)
     return config
+
+
+def share_weights(ref_model: torch.nn.Module, ours: nnx.Module) -> None:
+    """Point torch's linear weights and vectors at the JAX arrays' memory (zero-copy NumPy views;
+    a linear weight is the transposed view, which torch's addmm reads without a copy), so that the
+    full UNet's weights exist about 1.5 times, not twice: the two 6 GB copies plus other jobs ran
+    this 24 GiB machine out of memory. Convolution kernels stay copied (their layouts differ)."""
+    import warnings
+
+    flat = dict(nnx.to_flat_state(nnx.state(ours, nnx.Param)))
+    with warnings.catch_warnings():  # from_numpy on read-only JAX buffers: torch never writes them here
+        warnings.simplefilter("ignore", UserWarning)
+        for key, slot in param_table(ours).items():
+            if slot.layout == "conv":
+                continue
+            view = torch.from_numpy(np.asarray(flat[slot.path].get_value()))
+            ref_model.get_parameter(key).data = view.t() if slot.layout == "linear" else view
 
 
 def stage(name: str) -> None:
@@ -89,6 +106,7 @@ def main() -> None:
     component = COMPONENTS["unet"]
     ours = component.build_abstract(component.config_from_dict(config))
     assign_state_dict(ours, {k: v.numpy() for k, v in ref_model.state_dict().items()}, source="torch UNet")
+    share_weights(ref_model, ours)
     stage("models built")
 
     def forward(variant: str):
