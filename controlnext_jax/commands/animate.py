@@ -60,7 +60,8 @@ def check_parameters(params: dict) -> dict:
     from controlnext_jax.pipeline import size_multiple, validate_params
     from controlnext_jax.pose.video import ALIGN_MODES, check_int
 
-    require_choice("dtype", params["dtype"], DTYPES)
+    require_choice("dtype", params["dtype"], (None, *DTYPES))
+    require_choice("memory_saving", params["memory_saving"], (True, False))
     require_choice("align", params["align"], ALIGN_MODES)
     for name in ("max_frame_num", "sample_stride"):
         check_int(name, params[name])
@@ -158,15 +159,18 @@ def animate(cfg: DictConfig, argv: list[str]) -> None:
     from controlnext_jax.pipeline import load_pipeline
 
     t = time.perf_counter()
-    pipe = load_pipeline(params["ckpt"], params["dtype"], compilation_cache_dir=params["compilation_cache"])
+    # null dtype: load_pipeline's choice (bfloat16 with memory_saving), recorded as resolved
+    params["dtype"] = params["dtype"] or ("bfloat16" if params["memory_saving"] else "float32")
+    pipe = load_pipeline(params["ckpt"], params["dtype"], memory_saving=params["memory_saving"],
+                         compilation_cache_dir=params["compilation_cache"])
     timings["load_s"] = time.perf_counter() - t
     reference = prepare_reference(image, params["height"], params["width"])
     frames, run_timings = pipe.run(reference, poses, progress=params["progress"], **call)
     timings.update(run_timings)
 
     sidecar = {
-        "parameters": {**{k: params[k] for k in ("image", "video", "pose_video", "request", "ckpt", "dtype", "align",
-                                                 "max_frame_num", "sample_stride")}, **call},
+        "parameters": {**{k: params[k] for k in ("image", "video", "pose_video", "request", "ckpt", "dtype", "memory_saving",
+                                                 "align", "max_frame_num", "sample_stride")}, **call},
         "seed": call["seed"],
         "frames": int(frames.shape[0]),
         "checkpoint_digest": checkpoint_digest(params["ckpt"]),

@@ -21,6 +21,7 @@ from flax import nnx
 
 from controlnext_jax.checkpoint.store import load_component, read_pipeline
 from controlnext_jax.models.components import COMPONENTS
+from controlnext_jax.pipeline.memory_saving import memory_saving_graphdefs
 from controlnext_jax.pipeline.program import run_program
 from controlnext_jax.pipeline.sharding import batch_constraint, make_mesh, replicate, windows_per_call_for
 from controlnext_jax.pipeline.validation import AnimateParams, validate_params
@@ -60,16 +61,26 @@ class ControlNeXtPipeline:
     """Animate a reference image with pose frames. Build with `load_pipeline`."""
 
     def __init__(self, graphdefs: dict, params: dict, configs: dict, scheduler: SchedulerConfig, *,
-                 devices: Sequence[jax.Device] | None = None, windows_per_call: int | None = None):
+                 devices: Sequence[jax.Device] | None = None, windows_per_call: int | None = None,
+                 memory_saving: bool = False):
+        """params: the `nnx.split` states; `jax.ShapeDtypeStruct` leaves give a pipeline that can
+        only `compile` (memory and cost analysis without weights). memory_saving: see
+        `load_pipeline` (the parameters' dtype is the caller's choice here)."""
         if windows_per_call is not None and (not isinstance(windows_per_call, int) or windows_per_call < 1):
             raise ValueError(f"windows_per_call={windows_per_call!r}: allowed: an integer >= 1 or None")
+        if not isinstance(memory_saving, bool):
+            raise ValueError(f"memory_saving={memory_saving!r}: allowed: True, False")
+        self.memory_saving = memory_saving
+        if memory_saving:
+            graphdefs = memory_saving_graphdefs(graphdefs, params)
         self.configs = configs
         self.scheduler = scheduler
         self.mesh = make_mesh(devices)
         self.devices = list(devices) if devices is not None else jax.devices()
         self.windows_per_call = windows_per_call
         self.size_multiple = vae_scale_factor(configs["vae"])
-        self._params = replicate(params, self.mesh, self.devices[0] if self.mesh is None else None)
+        abstract = all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params))
+        self._params = params if abstract else replicate(params, self.mesh, self.devices[0] if self.mesh is None else None)
         self.trace_count = 0  # how often the program was traced (once per new shape set)
 
         self._on_group = None  # host hook for the progress bar: (step, group) -> None, set per call
@@ -82,7 +93,7 @@ class ControlNeXtPipeline:
             self.trace_count += 1
             # JAX does not keep programs with host callbacks in its persistent compilation
             # cache, so the progress hook is compiled in only when a bar is asked for
-            return run_program(graphdefs, batch_constraint(self.mesh), *args,
+            return run_program(graphdefs, batch_constraint(self.mesh), *args, separate_cfg=memory_saving,
                                on_window_group=window_group_done if progress else None, **kwargs)
 
         static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor", "progress")
@@ -102,6 +113,15 @@ class ControlNeXtPipeline:
         if key not in self._executables:
             self._executables[key] = self._program.lower(self._params, inputs, **static).compile()
         return self._executables[key]
+
+    def compile(self, image: np.ndarray, poses: np.ndarray, **params) -> jax.stages.Compiled:
+        """The compiled program of a call with these arguments, without running it (cached like a
+        call's): for `memory_analysis()` / `cost_analysis()`, or to keep compilation apart from a
+        timed run. Works on a pipeline built with abstract parameters."""
+        poses = np.asarray(poses)
+        p = validate_params(num_frames=poses.shape[0] if poses.ndim == 4 else None,
+                            size_multiple=self.size_multiple, **params)
+        return self._executable(*self.prepare(image, poses, p))
 
     def set_params(self, params: dict) -> None:
         """Swap in new parameter states of the same shapes and dtypes (e.g. a training run's
@@ -212,8 +232,12 @@ class ControlNeXtPipeline:
         control_scale = np.float32(1.0 if p.reference_quirks else p.controlnext_cond_scale)
 
         requested = p.windows_per_call if p.windows_per_call is not None else self.windows_per_call
+        if self.memory_saving and requested is None:
+            requested = 1  # one window per call; an explicit windows_per_call still wins
+        # with memory_saving each UNet call holds one CFG half (docs/sampling.md, Memory saving)
+        halves = 2 if cfg and not self.memory_saving else 1
         probe = plan_windows(num_frames, p.batch_frames, p.overlap, fusion=p.fusion)
-        wpc = windows_per_call_for(requested, probe.num_windows, 2 if cfg else 1, len(self.devices))
+        wpc = windows_per_call_for(requested, probe.num_windows, halves, len(self.devices))
         plan = plan_windows(num_frames, p.batch_frames, p.overlap, fusion=p.fusion, windows_per_call=wpc)
 
         # [-1, 1] in float32 as diffusers' image processor computes it
@@ -240,14 +264,20 @@ def _noise(name: str, given, shape: tuple[int, ...], rng: np.random.Generator) -
     return given.astype(np.float32)
 
 
-def load_pipeline(ckpt: str | os.PathLike, dtype: str = "float32", *, devices: Sequence[jax.Device] | None = None,
-                  windows_per_call: int | None = None,
+def load_pipeline(ckpt: str | os.PathLike, dtype: str | None = None, *,
+                  devices: Sequence[jax.Device] | None = None, windows_per_call: int | None = None,
+                  memory_saving: bool = False,
                   compilation_cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR) -> ControlNeXtPipeline:
     """Load a `controlnext-convert` folder. dtype: "float32" or "bfloat16" for the networks'
     parameters and activations (the VAE stays float32 when its config says force_upcast, as
-    diffusers does; sampling maths is float32 either way). devices: where to run (default: all
-    visible; several devices share each window group's batch). compilation_cache_dir: JAX's
-    persistent compilation cache (None: leave JAX's setting alone)."""
+    diffusers does; sampling maths is float32 either way); None: float32, or bfloat16 with
+    memory_saving. devices: where to run (default: all visible; several devices share each
+    window group's batch). memory_saving: the CFG halves as two UNet calls, one window per
+    call, UNet/VAE attention in bounded pieces, so the endpoint defaults fit a 24 GB device
+    (docs/sampling.md, Memory saving). compilation_cache_dir: JAX's persistent compilation
+    cache (None: leave JAX's setting alone)."""
+    if dtype is None:
+        dtype = "bfloat16" if memory_saving else "float32"
     if dtype not in _DTYPES:
         raise ValueError(f"dtype={dtype!r}: allowed: {', '.join(_DTYPES)}")
     enable_compilation_cache(compilation_cache_dir)
@@ -263,5 +293,5 @@ def load_pipeline(ckpt: str | os.PathLike, dtype: str = "float32", *, devices: S
         # split right away: the pipeline keeps only the parameter state, one copy
         graphdefs[name], params[name] = nnx.split(load_component(ckpt, name, param_dtype=param_dtype))
     return ControlNeXtPipeline(graphdefs, params, configs, scheduler, devices=devices,
-                               windows_per_call=windows_per_call)
+                               windows_per_call=windows_per_call, memory_saving=memory_saving)
 

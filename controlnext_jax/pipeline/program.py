@@ -26,12 +26,15 @@ NOISE_AUG_STRENGTH = ORIGINAL_ADDED_TIME_IDS[2]
 
 
 def controlnext_svd_model(unet, controlnext, *, image_embeds, image_latents, poses, added_time_ids,
-                          control_scale, guidance, cfg: bool, constrain: Callable, unet_dtype, control_dtype):
+                          control_scale, guidance, cfg: bool, constrain: Callable, unet_dtype, control_dtype,
+                          separate_cfg: bool = False):
     """The v-prediction of a group of windows: ControlNeXt control + SVD UNet, with CFG.
 
     The CFG batch is [uncond windows..., cond windows...]; the uncond half has a zero CLIP
     embedding, zero image latents and control scale 0 (the release's choice), the cond
-    half the reference's. Returns model(x_in (W, B, h, w, 4), c_noise, pose_index (W, B))."""
+    half the reference's. `separate_cfg` (memory saving) runs the two halves as two UNet
+    calls, one after the other, instead of one call over the doubled batch.
+    Returns model(x_in (W, B, h, w, 4), c_noise, pose_index (W, B))."""
 
     def model(x_in: jax.Array, c_noise: jax.Array, pose_index: jax.Array) -> jax.Array:
         w, b, h, wd, _ = x_in.shape
@@ -42,6 +45,18 @@ def controlnext_svd_model(unet, controlnext, *, image_embeds, image_latents, pos
         ref = jnp.broadcast_to(image_latents[:, None], (w, b, h, wd, image_latents.shape[-1]))
         context = jnp.broadcast_to(image_embeds[:, None, :], (w, 1, image_embeds.shape[-1]))
         scale = jnp.full((w,), control_scale, jnp.float32)
+        if cfg and separate_cfg:
+            # a lax.map over the two halves is a loop: one half's activations exist at a time
+            # (docs/sampling.md, Memory saving)
+            def half(args):
+                half_ref, half_context, half_scale = args
+                return controlled_v(unet, x_in, half_ref, c_noise, half_context, added_time_ids, control,
+                                    half_scale, unet_dtype=unet_dtype, constrain=constrain)
+
+            halves = (jnp.stack([jnp.zeros_like(ref), ref]), jnp.stack([jnp.zeros_like(context), context]),
+                      jnp.stack([jnp.zeros_like(scale), scale]))
+            v_uncond, v_cond = jax.lax.map(half, halves)
+            return guide(v_uncond, v_cond, guidance)
         if cfg:
             x_in = jnp.concatenate([x_in, x_in])  # (2W, B, h, w, 4)
             ref = jnp.concatenate([jnp.zeros_like(ref), ref])
@@ -77,11 +92,12 @@ def decode_latents(vae, latents: jax.Array, chunk: int, scaling_factor: float) -
 
 
 def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict, *, cfg: bool,
-                output_type: str, decode_chunk_size: int, scaling_factor: float,
+                output_type: str, decode_chunk_size: int, scaling_factor: float, separate_cfg: bool = False,
                 on_window_group: Callable | None = None) -> jax.Array:
     """inputs: reference (1, H, W, 3) f32 in [-1, 1]; image_noise (1, H, W, 3); noise (F, h, w, 4)
     standard normal; poses (F, H, W, 3) uint8; sigmas (S+1,), c_noise (S,), init_sigma ();
     added_time_ids (3,); control_scale (); guidance (B,); plan arrays (see WindowPlan.arrays).
+    separate_cfg: the CFG halves as two UNet calls (memory saving).
     on_window_group(step, group): a host function told when a window group is done (progress).
     Returns latents (F, h, w, 4) f32 or frames (F, H, W, 3) uint8."""
     unet, vae, clip, controlnext = (nnx.merge(graphdefs[n], params[n])
@@ -102,7 +118,7 @@ def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict
         unet, controlnext, image_embeds=image_embeds, image_latents=image_latents, poses=poses,
         added_time_ids=inputs["added_time_ids"], control_scale=inputs["control_scale"],
         guidance=inputs["guidance"], cfg=cfg, constrain=constrain, unet_dtype=_dtype_of(params["unet"]),
-        control_dtype=_dtype_of(params["controlnext"]))
+        control_dtype=_dtype_of(params["controlnext"]), separate_cfg=separate_cfg)
     plan = inputs["plan"]
     latents = inputs["noise"].astype(jnp.float32) * inputs["init_sigma"]
     latents = sample_windows(v_prediction_denoiser(model), latents, inputs["sigmas"], inputs["c_noise"],

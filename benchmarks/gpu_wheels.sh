@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Prepare ./wheels for benchmarks/gpu_suite.sh on a machine with network access: the packages the
+# GPU machine lacks (it has Python 3.12 with jax, flax, optax, orbax, torch and transformers, and
+# no network), for CPython 3.12, without their dependencies, plus this project's own wheel.
+#   bash benchmarks/gpu_wheels.sh [WHEELS_DIR]      (default: ./wheels, which the device copy carries)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$here/wheels}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+"$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux2014_x86_64 --platform any -d "$out" \
+  diffusers hydra-core omegaconf
+# antlr4-python3-runtime 4.9.3 (the version omegaconf pins) is published as a source archive
+# only: built into a pure-Python wheel here, with this project's own wheel
+"$python" -m pip wheel --no-deps -w "$out" antlr4-python3-runtime==4.9.3 "$here"
+ls -l "$out"
