@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from controlnext_jax.errors import UserError
+from controlnext_jax.models.attention import attend
 from controlnext_jax.models.config_dict import config_from_dict
 from controlnext_jax.models.layers import Activation, Conv, Dtype, LayerNorm, Linear
 from controlnext_jax.sharding.logical_axes import EMBED, HEADS, MLP, VOCAB, axes_metadata
@@ -121,8 +122,8 @@ class CLIPVisionEmbeddings(nnx.Module):
 class CLIPAttention(nnx.Module):
     """Bidirectional multi-head self-attention with q_proj/k_proj/v_proj/out_proj.
 
-    `implementation` selects the `jax.nn.dot_product_attention` backend (None, "xla",
-    "cudnn"), as the shared `Attention.implementation` does.
+    `implementation` selects the attention backend as the shared `Attention.implementation`
+    does (`attention.attend`: einsums on CPU, `jax.nn.dot_product_attention` elsewhere).
     """
 
     def __init__(self, config: CLIPVisionConfig, *, dtype: Dtype | None = None,
@@ -140,7 +141,7 @@ class CLIPAttention(nnx.Module):
         n, t, d = x.shape
         # (n, t, d) -> (n, t, heads, d/heads)
         q, k, v = (p(x).reshape(n, t, self.num_heads, -1) for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = jax.nn.dot_product_attention(q, k, v, implementation=self.implementation)
+        out = attend(q, k, v, self.implementation)
         # (n, t, heads, d/heads) -> (n, t, d)
         return self.out_proj(out.reshape(n, t, d))
 
