@@ -26,7 +26,7 @@ SMALL_MAX_LOGITS = 3000
 # ||memory_saving - normal|| / ||normal|| of the final float32 latents. The two modes compute
 # the same maths on differently shaped operands (UNet batch 6 frames instead of 12 with the
 # CFG halves apart, attention in pieces), so XLA's kernels sum in different orders: float32
-# rounding, measured ~3e-7 after 2 steps. A wrong half (swapped, or the control not zeroed
+# rounding, measured 2.0e-6 after 2 steps. A wrong half (swapped, or the control not zeroed
 # for the unconditional one) or a dropped piece gives errors above 1e-2.
 TOL = 1e-5
 
