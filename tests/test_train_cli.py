@@ -112,17 +112,22 @@ def _launch(inputs, out, cache, **extra) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
-    out, err = proc.communicate(timeout=timeout)
+def _finish(proc: subprocess.Popen, timeout: float = 1500) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()  # never leave a run behind (a no-op once it has ended)
     return proc.returncode, out, err
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 1500) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
             raise AssertionError(f"the run ended first:\n{proc.stderr.read()}")
-        assert time.monotonic() < deadline, "timed out"
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("timed out")
         time.sleep(0.05)
 
 

@@ -36,6 +36,13 @@ import numpy as np
 from controlnext_jax.atomic_io import atomic_file
 from controlnext_jax.errors import UserError
 
+# imageio-ffmpeg starts ffmpeg with preexec_fn=os.setpgrp unless this is set: Python code
+# between fork and exec, which deadlocks the child when another thread (JAX, orbax, wandb)
+# holds a lock at the fork (imageio-ffmpeg issue 58; seen here as a training run that hung
+# while probing a video). Without it ffmpeg stays in our process group, so Ctrl-C reaches it
+# too, which is what an interrupted read wants anyway.
+os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
+
 # Larger images are refused before decoding: 64 megapixels (8000 x 8000) holds any
 # phone or camera photo; the reference is resized to at most 1024 px anyway.
 MAX_IMAGE_PIXELS = 64_000_000
@@ -141,8 +148,8 @@ def probe_video(path: str | Path, param: str = "video") -> VideoInfo:
     frames = imageio_ffmpeg.read_frames(path)
     try:
         with warnings.catch_warnings():
-            # imageio-ffmpeg starts ffmpeg with a preexec_fn (its own process group), which
-            # runs the fork hooks; JAX's hook warns about fork, but the child only execs ffmpeg.
+            # if the user re-enabled imageio-ffmpeg's preexec_fn, the fork runs JAX's fork hook,
+            # which warns; the child only execs ffmpeg.
             warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             meta = next(frames)
     except (OSError, RuntimeError) as e:

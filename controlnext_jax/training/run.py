@@ -16,6 +16,7 @@ continues from. The exported model (<out>/model) appears only when complete.
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def train(cfg: DictConfig) -> Path:
         return True
 
     step = start
+    stop = StopRequest()
     if position is not None and jax.process_count() > 1:
         # the checkpoint holds process 0's position; every process has consumed as many batches
         # of its own stream (seed + process index)
@@ -137,6 +139,7 @@ def train(cfg: DictConfig) -> Path:
     position = loader.state()  # the loader's position after the batches of the steps done so far
     try:
         while step < cfg.steps:
+            stop.check()
             batch = trainer.put_batch(next(loader))
             log.step_started()
             state, metrics = trainer.step(state, trainer.frozen, batch, jax.random.fold_in(base_key, step))
@@ -148,15 +151,16 @@ def train(cfg: DictConfig) -> Path:
                 log.note({"step": step, "validation_video": str(path)})
         save(step, force=True)
         checkpointer.wait()
-    except (KeyboardInterrupt, Terminated) as stop:
+    except (KeyboardInterrupt, Terminated) as stopped:
         saved = save(step, force=True)
         checkpointer.wait()
-        status = 130 if isinstance(stop, KeyboardInterrupt) else 143
+        status = 130 if isinstance(stopped, KeyboardInterrupt) else 143
         latest = checkpointer.latest_step()
         where = f"checkpoint of step {latest} in {out / CHECKPOINTS}" if latest is not None else "no checkpoint yet"
         raise Interrupted(f"stopped at step {step}{'' if saved else ' (inside a step)'}; {where}; "
                           "resume=true continues", status) from None
     finally:
+        stop.restore()
         loader.close()
         log.close()
         checkpointer.close()
@@ -170,6 +174,31 @@ def train(cfg: DictConfig) -> Path:
         print(f"[train] exported {out / MODEL} in {time.perf_counter() - started:.1f} s "
               f"({'EMA' if state.ema is not None else 'trained'} weights)")
     return out
+
+
+class StopRequest:
+    """SIGTERM and Ctrl-C between steps: the handlers only note the request and the loop acts on
+    it before the next step, so the stop cannot land inside JAX's or orbax's own code (an
+    exception raised there, e.g. in a garbage-collection callback, is swallowed)."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _note(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def check(self) -> None:
+        if self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal == signal.SIGTERM:
+            raise Terminated()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def trained_models(trainer, state) -> dict:

@@ -96,8 +96,11 @@ class Trainer:
         if mesh is None:
             device = SingleDeviceSharding(jax.devices()[0])
             self.state_shardings = jax.tree.map(lambda _: device, abstract)
-            self.step = jax.jit(self._step, donate_argnums=0)
-            self._init_state = jax.jit(self._fresh_state)
+            # explicit shardings: a state restored from a checkpoint (committed to the device) and a
+            # fresh one (not committed) then lower to the same program, which the persistent
+            # compilation cache serves to a resumed run instead of compiling it again
+            self.step = jax.jit(self._step, donate_argnums=0, in_shardings=device, out_shardings=device)
+            self._init_state = jax.jit(self._fresh_state, out_shardings=device)
         else:
             self.state_shardings = param_shardings(abstract, self.rules, mesh)
             self.frozen_shardings = param_shardings(self.frozen, self.rules, mesh)
