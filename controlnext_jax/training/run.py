@@ -42,10 +42,21 @@ def prepare_folder(cfg: DictConfig) -> Path:
                             "resume=false")
         return out
     out = check_output(out, inputs=run_config.input_paths(cfg), overwrite=cfg.overwrite)
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    # several processes share the folder: all check it first, then process 0 alone makes it
+    _sync("controlnext_train_checked_run_folder")
+    if jax.process_index() == 0:
+        if out.exists() and cfg.overwrite:
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+    _sync("controlnext_train_made_run_folder")
     return out
+
+
+def _sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def build_models(cfg: DictConfig, train_cfg, mesh, rules) -> dict:
