@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=576)
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--model", default="svd_xt")
+    parser.add_argument("--remat", default="none", help="none | resnets | transformers | both (the release: both)")
     args = parser.parse_args()
     # the fake device count is fixed when JAX starts: set it before the first import
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={args.devices}"
@@ -47,6 +48,9 @@ def main() -> None:
     models = {name: COMPONENTS[name].build_abstract(model_config(name, args.model), param_dtype=jnp.float32,
                                                     dtype=jnp.bfloat16)
               for name in ("unet", "controlnext", "vae", "image_encoder")}
+    from controlnext_jax.models.unet_blocks import set_remat
+
+    set_remat(models["unet"], args.remat)
     trainer = Trainer(models, TrainConfig(compute_dtype="bfloat16"), mesh=mesh, rules=DEFAULT_RULES)
     frozen = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), trainer.frozen,
                           trainer.frozen_shardings)
@@ -64,7 +68,7 @@ def main() -> None:
             ("generated code", m.generated_code_size_in_bytes)]
     total = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
     print(f"mesh {dict(mesh.shape)}, {videos} videos of {args.frames}x{args.height}x{args.width}, "
-          f"model {args.model}, compiled in {seconds:.0f} s")
+          f"model {args.model}, remat {args.remat}, compiled in {seconds:.0f} s")
     print("| per device | GiB |\n|---|---:|")
     for name, value in rows + [("total (args + outputs - aliased + temps)", total)]:
         print(f"| {name} | {value / gib:.2f} |")

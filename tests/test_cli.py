@@ -203,7 +203,9 @@ def test_unexpected_exceptions_keep_their_traceback(converted, tmp_path, monkeyp
 # Runs the real command in a subprocess, pausing after the first component was written so
 # the test can signal it while the temporary output exists.
 _PAUSED_CONVERT = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # a test runner started in the background inherits SIGINT ignored; a user's terminal does not
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import controlnext_jax.checkpoint.convert as convert_lib
     from controlnext_jax.commands import convert
 
