@@ -104,16 +104,17 @@ def train(cfg: DictConfig) -> Path:
     if jax.process_index() == 0:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
-    models = build_models(cfg, train_cfg, mesh if mesh.size > 1 else None, rules)
-    trainer = Trainer(models, train_cfg, mesh=mesh if mesh.size > 1 else None, rules=rules)
+    train_mesh = mesh if mesh.size > 1 else None  # one device: the plain single-device program
+    models = build_models(cfg, train_cfg, train_mesh, rules)
+    trainer = Trainer(models, train_cfg, mesh=train_mesh, rules=rules)
     del models  # the trainer holds the states; the modules would pin a second reference only
     checkpointer = TrainCheckpointer(out / CHECKPOINTS, save_every=cfg.checkpoint.every, keep=cfg.checkpoint.keep,
                                      async_save=cfg.checkpoint.async_save)
-    base_key = jax.random.key(cfg.seed)
-    start, position = 0, None
-    if cfg.resume and checkpointer.latest_step() is not None:
-        state, position, _, _ = checkpointer.restore(None, trainer.abstract_state())
-        start = checkpointer.latest_step()
+    start, position, base_key = 0, None, jax.random.key(cfg.seed)
+    latest = checkpointer.latest_step() if cfg.resume else None
+    if latest is not None:  # the saved key, so the resumed steps draw what the first run's would have
+        state, position, base_key, _ = checkpointer.restore(latest, trainer.abstract_state())
+        start = latest
         print(f"[train] resumed from step {start} ({out / CHECKPOINTS / str(start)})")
     else:
         state = trainer.init_state()

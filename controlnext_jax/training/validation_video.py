@@ -1,10 +1,10 @@
 """A validation video during training: the animate pipeline on the current weights.
 
 The reference image and pose video are the user's (`validation.image`, `validation.pose_video`)
-or, by default, frame 0 of the first training video and its pose video. Both are read and
-resized to the training size once; every `validation.every` steps the trained networks (or
-their EMA) are handed to `ControlNeXtPipeline` as they are, without a copy to disk, and the
-result is written as <out>/validation/step_NNNNNNN.mp4 (pose | result side by side).
+or, by default, frame 0 of the first training video and its pose video. Both are read once
+and brought to the training size as animate does (`prepare_reference`: cover, centre crop);
+every `validation.every` steps the trained networks (or their EMA) are handed to
+`ControlNeXtPipeline` as they are, without a copy to disk, and the result is written as <out>/validation/step_NNNNNNN.mp4 (pose | result side by side).
 """
 
 from __future__ import annotations
@@ -15,16 +15,10 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from PIL import Image
 
 from controlnext_jax.pose.media import decode_frames, load_image, write_video
+from controlnext_jax.pose.video import prepare_reference
 from controlnext_jax.sampling.scheduler import SchedulerConfig
-
-
-def _fit(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    if frame.shape[:2] == (height, width):
-        return frame
-    return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.LANCZOS))
 
 
 class ValidationVideo:
@@ -34,12 +28,12 @@ class ValidationVideo:
         self.folder = Path(out) / "validation"
         video = pose_video or first_record.pose
         poses = list(itertools.islice(decode_frames(video, "validation.pose_video"), frames))
-        self.poses = np.stack([_fit(p, height, width) for p in poses])
+        self.poses = np.stack([prepare_reference(p, height, width) for p in poses])
         if image is not None:
             reference = load_image(image, "validation.image")
         else:
             reference = next(decode_frames(first_record.video, "validation.image"))
-        self.image = _fit(reference, height, width)
+        self.image = prepare_reference(reference, height, width)
         self.params = dict(height=height, width=width, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, batch_frames=len(self.poses), overlap=0,
                            decode_chunk_size=len(self.poses), seed=0)
