@@ -181,7 +181,10 @@ def train(cfg: DictConfig) -> Path:
         from controlnext_jax.training.export import export_inference
 
         started = time.perf_counter()
-        export_inference(out / MODEL, trained_models(trainer, state), base_ckpt=cfg.ckpt, dtype=cfg.export.dtype,
+        models = trained_models(trainer, state)
+        if train_cfg.objective == "vae":
+            set_measured_scaling_factor(models["vae"], data_cfg, train_cfg.compute_dtype, seed=cfg.seed)
+        export_inference(out / MODEL, models, base_ckpt=cfg.ckpt, dtype=cfg.export.dtype,
                          record=record, overwrite=True)
         print(f"[train] exported {out / MODEL} in {time.perf_counter() - started:.1f} s "
               f"({'EMA' if state.ema is not None else 'trained'} weights)")
@@ -211,6 +214,30 @@ class StopRequest:
     def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+SCALING_BATCHES = 16  # batches the exported VAE's scaling factor is measured on
+
+
+def set_measured_scaling_factor(vae, data_cfg, compute_dtype: str, *, seed: int) -> float:
+    """The trained VAE's `config.scaling_factor` := 1 / std of its latents over the first
+    SCALING_BATCHES batches of the data (a fresh loader, so the value does not depend on where
+    the run stopped or resumed)."""
+    import dataclasses
+    from itertools import islice
+
+    from controlnext_jax.training.data import TrainingDataLoader
+    from controlnext_jax.training.vae_loss import measure_scaling_factor
+
+    loader = TrainingDataLoader(data_cfg)
+    try:
+        factor = measure_scaling_factor(vae, islice(loader, SCALING_BATCHES), dtype=compute_dtype, seed=seed)
+    finally:
+        loader.close()
+    vae.config = dataclasses.replace(vae.config, scaling_factor=factor)
+    print(f"[train] VAE scaling_factor measured: {factor:.6g} (1 / std of the latents over "
+          f"{SCALING_BATCHES} batches)")
+    return factor
 
 
 def trained_models(trainer, state) -> dict:

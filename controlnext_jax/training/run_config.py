@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from controlnext_jax.errors import UserError, require_choice, require_int, require_number
 from controlnext_jax.models.unet_blocks import REMAT_CHOICES
@@ -19,7 +19,7 @@ from controlnext_jax.training.data import DataConfig, check_data
 from controlnext_jax.training.models import COMPONENT_NAMES
 from controlnext_jax.training.optimizer import OptimizerConfig
 from controlnext_jax.training.sigmas import SIGMA_SAMPLERS
-from controlnext_jax.training.step import TrainConfig
+from controlnext_jax.training.step import OBJECTIVES, TrainConfig
 from controlnext_jax.training.trainable import MODULE_ONLY, RELEASE_UNET_PATTERNS
 
 TRAINABLE = ("release", "module", "patterns")
@@ -29,7 +29,7 @@ EXPORT_DTYPES = ("float32", "bfloat16")
 
 
 def plain(node) -> object:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig | ListConfig) else node
 
 
 def unet_patterns(cfg: DictConfig) -> tuple[str, ...]:
@@ -63,10 +63,25 @@ def train_config(cfg: DictConfig) -> TrainConfig:
     require_number("conditioning_dropout", cfg.conditioning_dropout, 0.0, 1.0 / 3.0)
     if cfg.ema_decay is not None:
         require_number("ema_decay", cfg.ema_decay, 0.0, 1.0)
+    require_choice("objective", cfg.objective, OBJECTIVES)
+    if not isinstance(cfg.train_image_encoder, bool):
+        raise UserError(f"train_image_encoder={cfg.train_image_encoder!r}: allowed values are true, false")
+    require_number("kl_weight", cfg.kl_weight, 0.0, None)
+    vae_crop = plain(cfg.vae_crop)
+    if vae_crop is not None:
+        height, width = cfg.data.get("height"), cfg.data.get("width")
+        if (not isinstance(vae_crop, list) or len(vae_crop) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 8 == 0 for v in vae_crop)
+                or (isinstance(height, int) and vae_crop[0] > height) or (isinstance(width, int) and vae_crop[1] > width)):
+            raise UserError(f"vae_crop={vae_crop!r}: null or [height, width], multiples of 8 within data.height x "
+                            f"data.width ({height}x{width})")
+        vae_crop = tuple(vae_crop)
     return TrainConfig(optimizer=optimizer_config(cfg), unet_patterns=unet_patterns(cfg),
                        compute_dtype=cfg.compute_dtype, sigma_sampler=SIGMA_SAMPLERS[cfg.sigma_sampler](),
                        dropout_prob=float(cfg.conditioning_dropout),
-                       ema_decay=None if cfg.ema_decay is None else float(cfg.ema_decay))
+                       ema_decay=None if cfg.ema_decay is None else float(cfg.ema_decay),
+                       objective=cfg.objective, train_image_encoder=bool(cfg.train_image_encoder),
+                       kl_weight=float(cfg.kl_weight), vae_crop=vae_crop)
 
 
 def data_config(cfg: DictConfig, *, process_index: int = 0, process_count: int = 1) -> DataConfig:
@@ -95,6 +110,9 @@ def check_run(cfg: DictConfig) -> dict:
     require_int("log.every", cfg.log.every, 1, None)
     require_choice("log.wandb", cfg.log.wandb, WANDB_MODES)
     require_int("validation.every", cfg.validation.every, 0, None)
+    if cfg.objective == "vae" and cfg.validation.every:
+        raise UserError(f"validation.every={cfg.validation.every}: objective=vae trains the VAE alone and has no "
+                        "validation video; set validation.every=0")
     require_int("validation.frames", cfg.validation.frames, 1, None)
     require_int("validation.num_inference_steps", cfg.validation.num_inference_steps, 1, 100)
     require_choice("export.dtype", cfg.export.dtype, EXPORT_DTYPES)

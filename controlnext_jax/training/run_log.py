@@ -25,6 +25,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+# scalar parts of the loss some objectives report beside it (training/vae_loss.py), averaged like it
+EXTRA_METRICS = ("l1", "kl", "latent_std")
+
 
 def wandb_mode(setting: str) -> str:
     if setting == "auto":
@@ -73,7 +76,9 @@ class RunLog:
 
     def step_done(self, step: int, metrics: dict, *, updates) -> None:
         """After step `step` (1-based count of steps done); `metrics` still on the devices."""
-        self._pending.append({"loss": metrics["loss"], "grad_norm": metrics["grad_norm"], "updates": updates})
+        extra = {k: metrics[k] for k in EXTRA_METRICS if k in metrics}
+        self._pending.append({"loss": metrics["loss"], "grad_norm": metrics["grad_norm"], "updates": updates,
+                              **extra})
         self._bar.update(1)
         if self.compile_s is None:  # the first step of this process compiles: time it apart
             jax.block_until_ready(metrics["loss"])
@@ -97,6 +102,7 @@ class RunLog:
         updates = int(pending[-1]["updates"])
         memory, where = peak_memory_bytes()
         row = {"loss": loss, "grad_norm": grad_norm, "updates": updates,
+               **{k: float(np.mean([float(p[k]) for p in pending])) for k in EXTRA_METRICS if k in pending[-1]},
                f"peak_{where}_memory_gib": round(memory / 2**30, 3)}
         if self.learning_rate is not None:
             row["learning_rate"] = float(self.learning_rate(updates))

@@ -37,6 +37,10 @@ from controlnext_jax.training.models import load_training_models  # noqa: F401  
 from controlnext_jax.training.optimizer import OptimizerConfig, make_optimizer
 from controlnext_jax.training.sigmas import CosineInterpolated
 from controlnext_jax.training.trainable import RELEASE_UNET_PATTERNS, split_trainable
+from controlnext_jax.training.vae_loss import DEFAULT_KL_WEIGHT, vae_loss
+
+OBJECTIVES = ("diffusion", "vae")
+COMPONENT_ORDER = ("unet", "controlnext", "vae", "image_encoder")
 
 
 @dataclass(frozen=True)
@@ -47,10 +51,25 @@ class TrainConfig:
     sigma_sampler: Any = field(default_factory=CosineInterpolated)
     dropout_prob: float = CONDITIONING_DROPOUT_PROB
     ema_decay: float | None = None  # e.g. 0.9999 (diffusers' EMAModel default); None: no EMA
+    # diffusion: the release's loss, the ControlNeXt module + UNet patterns train; vae: the VAE
+    # alone on reconstruction + KL (training/vae_loss.py), the first stage of a from-scratch model
+    objective: str = "diffusion"
+    train_image_encoder: bool = False  # diffusion: the CLIP tower trains too (a from-scratch model)
+    kl_weight: float = DEFAULT_KL_WEIGHT  # vae: weight of the mean KL against the mean L1
+    vae_crop: tuple[int, int] | None = None  # vae: reconstruct random (height, width) windows; None: whole frames
+
+    def trainable_patterns(self) -> dict[str, tuple[str, ...]]:
+        """{component: parameter globs that train}; the other components are frozen whole."""
+        if self.objective == "vae":
+            return {"vae": ("*",)}
+        patterns = {"unet": tuple(self.unet_patterns), "controlnext": ("*",)}
+        if self.train_image_encoder:
+            patterns["image_encoder"] = ("*",)
+        return patterns
 
 
 class TrainState(NamedTuple):
-    trainable: dict  # {"unet": State, "controlnext": State}, float32
+    trainable: dict  # {"unet": State, "controlnext": State} (TrainConfig.trainable_patterns), float32
     opt_state: Any
     ema: dict | None  # like `trainable`, or None
     updates: jax.Array  # optimizer updates applied so far (micro-batches / accumulation_steps)
@@ -66,6 +85,8 @@ def _place(tree, shardings):
 
 class Trainer:
     """models: {"unet", "controlnext", "vae", "image_encoder"} nnx modules (float32 parameters).
+    What trains follows `config.trainable_patterns()` (the module and UNet patterns, or the VAE
+    alone under the vae objective); the state's `trainable` holds those components only.
 
     `init_state()` -> TrainState; `step(state, trainer.frozen, batch, key)` -> (state, metrics),
     jitted; `loss_and_grads(trainable, trainer.frozen, batch, draws)` -> (loss, aux, grads), jitted;
@@ -86,11 +107,14 @@ class Trainer:
         self.dtype = jnp.dtype(config.compute_dtype)
         self.vae_config = models["vae"].config
         self.scaling_factor = scaling_factor or self.vae_config.scaling_factor
+        if config.objective not in OBJECTIVES:
+            raise ValueError(f"TrainConfig.objective={config.objective!r}; allowed: {list(OBJECTIVES)}")
         self._graphdefs, self._initial, self.frozen = {}, {}, {}
-        for name, patterns in (("unet", config.unet_patterns), ("controlnext", ("*",))):
+        for name, patterns in config.trainable_patterns().items():
             self._graphdefs[name], self._initial[name], self.frozen[name] = split_trainable(models[name], patterns)
-        for name in ("vae", "image_encoder"):
-            self._graphdefs[name], self.frozen[name] = nnx.split(models[name])
+        for name in COMPONENT_ORDER:
+            if name not in self._initial:
+                self._graphdefs[name], self.frozen[name] = nnx.split(models[name])
         self.optimizer = make_optimizer(config.optimizer)
         abstract = jax.eval_shape(self._fresh_state, self._initial)
         if mesh is None:
@@ -152,11 +176,10 @@ class Trainer:
         return out
 
     def models(self, trainable: dict, frozen: dict) -> Models:
-        g = self._graphdefs
-        return Models(unet=nnx.merge(g["unet"], trainable["unet"], frozen["unet"]),
-                      controlnext=nnx.merge(g["controlnext"], trainable["controlnext"], frozen["controlnext"]),
-                      vae=nnx.merge(g["vae"], frozen["vae"]),
-                      image_encoder=nnx.merge(g["image_encoder"], frozen["image_encoder"]))
+        merged = {name: nnx.merge(self._graphdefs[name], *((trainable[name],) if name in trainable else ()),
+                                  frozen[name])
+                  for name in COMPONENT_ORDER}
+        return Models(**merged)
 
     def draw(self, key: jax.Array, batch: dict) -> Draws:
         b, f, h, w, _ = batch["frames"].shape
@@ -167,6 +190,10 @@ class Trainer:
     # ------------------------------------------------------------------ compiled functions
 
     def _loss(self, trainable: dict, frozen: dict, batch: dict, draws: Draws):
+        if self.config.objective == "vae":
+            return vae_loss(self.models(trainable, frozen).vae, batch["frames"], draws.latent_eps,
+                            kl_weight=self.config.kl_weight, dtype=self.dtype, crop=self.config.vae_crop,
+                            crop_u=draws.crop_u)
         return diffusion_loss(self.models(trainable, frozen), batch, draws, scaling_factor=self.scaling_factor,
                               dtype=self.dtype, dropout_prob=self.config.dropout_prob)
 
