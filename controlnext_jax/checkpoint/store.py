@@ -6,6 +6,9 @@
                                      (list indices as strings), at most ~1 GiB each
     <ckpt>/conversion_report.{json,md}
 
+or, for a small model shipped as plain files (the embedded model, docs/embedded_model.md),
+    <ckpt>/<component>/params.safetensors   every array keyed by its NNX path joined with "/"
+
 Parameters are stored by path, not as a pickled graph, so loading builds the model
 abstractly from its config and fills it: no code is executed from the checkpoint.
 Parts bound the memory of writing: orbax holds about 1.5 extra copies of what it saves,
@@ -33,6 +36,8 @@ from controlnext_jax.models.components import COMPONENTS
 FORMAT = "controlnext-jax/1"
 PIPELINE_FILE = "pipeline.json"
 PART_BYTES = 1 << 30
+SAFETENSORS_FILE = "params.safetensors"
+STORAGES = ("orbax", "safetensors")
 
 
 def nest(flat: dict[tuple, Any]) -> dict:
@@ -55,11 +60,20 @@ def flatten(tree: dict, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[st
             yield (*prefix, key), value
 
 
-def save_params(folder: Path, params: Iterable[tuple[tuple, np.ndarray]], part_bytes: int | None = None) -> None:
-    """Write (path, array) pairs as orbax parts of about `part_bytes` (default PART_BYTES) each."""
+def save_params(folder: Path, params: Iterable[tuple[tuple, np.ndarray]], part_bytes: int | None = None,
+                storage: str = "orbax") -> None:
+    """Write (path, array) pairs as orbax parts of about `part_bytes` (default PART_BYTES) each,
+    or (storage="safetensors") as one safetensors file: plain, for models small enough to hold at once."""
     part_bytes = part_bytes or PART_BYTES
     folder = Path(folder).absolute()
     folder.mkdir(parents=True)
+    if storage == "safetensors":
+        from safetensors.flax import save_file
+
+        save_file({"/".join(map(str, path)): jnp.asarray(array) for path, array in params}, folder / SAFETENSORS_FILE)
+        return
+    if storage != "orbax":
+        raise ValueError(f"storage={storage!r}; allowed: {list(STORAGES)}")
     checkpointer = ocp.StandardCheckpointer()
     names: list[str] = []
     part: dict[tuple, np.ndarray] = {}
@@ -95,6 +109,15 @@ def _return_freed_memory() -> None:
 def load_params(folder: Path) -> dict[tuple[str, ...], np.ndarray]:
     """All stored arrays of one component, keyed by string path."""
     folder = Path(folder).absolute()
+    if (folder / SAFETENSORS_FILE).is_file():
+        from safetensors import SafetensorError
+        from safetensors.flax import load_file
+
+        try:
+            stored = load_file(folder / SAFETENSORS_FILE)
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{folder / SAFETENSORS_FILE}: unreadable ({e})") from None
+        return {tuple(key.split("/")): np.asarray(value) for key, value in stored.items()}
     names_file = folder / "parts.json"
     if not names_file.is_file():
         raise UserError(f"{names_file}: missing (incomplete checkpoint folder)")

@@ -2,6 +2,7 @@
 
     controlnext-animate ckpt=/ckpt/controlnext-jax image=ref.png video=dance.mp4 out=dance_ref.mp4
     controlnext-animate ckpt=/ckpt/controlnext-jax request=payload.json out=result.mp4
+    controlnext-animate example=true out=example.mp4   (the embedded model on the bundled example)
 
 Order of work, cheapest first, so that every mistake is reported before the model loads:
 parameters (the endpoint's ranges, sizes the checkpoint allows), outputs (never an input,
@@ -40,17 +41,37 @@ def output_paths(out: Path) -> dict[str, Path]:
             "sidecar": out.with_name(f"{out.stem}.json"), "response": out.with_name(f"{out.stem}.response.json")}
 
 
-def resolve_parameters(cfg: DictConfig, argv: list[str]) -> dict:
-    """The config as a plain dict, with a `request=` payload's fields filled in. A value given
-    on the command line wins over the payload's (so a payload can be varied from the shell)."""
+def resolve_parameters(cfg: DictConfig, argv: list[str], log=print) -> dict:
+    """The config as a plain dict. Precedence, highest first: the command line, a `request=`
+    payload's fields (so a payload can be varied from the shell), the checkpoint's own
+    `inference_defaults` (pipeline.json: e.g. the embedded model's training size), the
+    config's defaults (the endpoint's). ckpt=null is the embedded model; example=true the
+    bundled example's image and pose video."""
+    from controlnext_jax import embedded
+    from controlnext_jax.checkpoint.store import read_pipeline
     from controlnext_jax.pipeline.request import read_request
 
     params = OmegaConf.to_container(cfg, resolve=True)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
     if cfg.request:
-        given = {a.split("=", 1)[0].lstrip("+~") for a in argv if "=" in a}
         for key, value in read_request(cfg.request).items():
             if key not in given:
                 params[key] = value
+                given.add(key)
+    if params["example"]:
+        if given & {"image", "video", "pose_video"}:
+            raise UserError("example=true: brings its own image and pose video; leave image=, video= and "
+                            "pose_video= out")
+        params["image"], params["pose_video"] = str(embedded.example("image")), str(embedded.example("pose_video"))
+    if params["ckpt"] is None:
+        params["ckpt"] = str(embedded.checkpoint())
+        log(f"[animate] ckpt=null: the embedded model ({params['ckpt']}), a small model trained on synthetic "
+            "figures (docs/embedded_model.md); give ckpt= for a real checkpoint")
+    defaults = read_pipeline(params["ckpt"]).get("inference_defaults") or {}
+    applied = {k: v for k, v in defaults.items() if k in params and k not in given}
+    params.update(applied)
+    if applied:
+        log(f"[animate] the checkpoint's settings: {', '.join(f'{k}={v}' for k, v in applied.items())}")
     return params
 
 
@@ -61,6 +82,7 @@ def check_parameters(params: dict) -> dict:
     from controlnext_jax.pose.video import ALIGN_MODES, check_int
 
     require_choice("dtype", params["dtype"], (None, *DTYPES))
+    require_choice("example", params["example"], (True, False))
     require_choice("memory_saving", params["memory_saving"], (True, False))
     require_choice("align", params["align"], ALIGN_MODES)
     for name in ("max_frame_num", "sample_stride"):

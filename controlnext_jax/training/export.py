@@ -31,7 +31,14 @@ from flax import nnx
 
 from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.convert import DTYPES
-from controlnext_jax.checkpoint.store import FORMAT, PIPELINE_FILE, checkpoint_digest, read_pipeline, save_params
+from controlnext_jax.checkpoint.store import (
+    FORMAT,
+    PIPELINE_FILE,
+    STORAGES,
+    checkpoint_digest,
+    read_pipeline,
+    save_params,
+)
 from controlnext_jax.cli import CONFIG_DIR
 from controlnext_jax.errors import require_choice
 from controlnext_jax.models.components import COMPONENTS
@@ -57,13 +64,18 @@ def parameter_arrays(module: nnx.Module, dtype: str, digest) -> Iterator[tuple[t
 
 def export_inference(out: str | os.PathLike, modules: Mapping[str, nnx.Module], *,
                      base_ckpt: str | os.PathLike | None = None, dtype: str = "float32",
-                     record: Mapping | None = None, overwrite: bool = False, log=print) -> Path:
+                     record: Mapping | None = None, overwrite: bool = False, storage: str = "orbax",
+                     inference_defaults: Mapping | None = None, log=print) -> Path:
     """Write `modules` ({"unet", "controlnext", "vae", "image_encoder"}, or the trainer's `Models`)
-    as a converted-checkpoint folder `out`, parameters in `dtype`; returns `out`.
+    as a converted-checkpoint folder `out`, parameters in `dtype`, stored as orbax parts or one
+    safetensors file per component (`storage`); returns `out`. `inference_defaults`: animate
+    parameters this model is meant to run with (e.g. its training size), which controlnext-animate
+    uses where the user gives none (pipeline.json's `inference_defaults`).
 
     The folder appears only when complete (`atomic_io.atomic_folder`); an existing `out` needs
     `overwrite`."""
     require_choice("dtype", dtype, DTYPES)
+    require_choice("storage", storage, STORAGES)
     if hasattr(modules, "_asdict"):  # training.loss.Models
         modules = modules._asdict()
     missing = [name for name in COMPONENTS if name not in modules]
@@ -78,11 +90,13 @@ def export_inference(out: str | os.PathLike, modules: Mapping[str, nnx.Module], 
     carried = {key: value for key, value in base.items() if key not in NETWORK_FIELDS}
     meta = {"format": FORMAT, "param_dtype": dtype, "components": configs, "source_configs": source_configs,
             "scheduler": default_scheduler(), "feature_extractor": None, **carried}
+    if inference_defaults:
+        meta["inference_defaults"] = dict(inference_defaults)
     sha256 = {}
     with atomic_folder(out, overwrite=overwrite) as tmp:
         for name in COMPONENTS:
             digest = hashlib.sha256()
-            save_params(tmp / name, parameter_arrays(modules[name], dtype, digest))
+            save_params(tmp / name, parameter_arrays(modules[name], dtype, digest), storage=storage)
             sha256[name] = digest.hexdigest()
             log(f"[export] {name} -> {out}/{name}")
         meta["training"] = {"record": dict(record or {}), "code_version": code_version(),

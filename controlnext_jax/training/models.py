@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from controlnext_jax.checkpoint.store import flatten, load_component, load_component_config, nest
+from controlnext_jax.checkpoint.store import (
+    SAFETENSORS_FILE,
+    flatten,
+    load_component,
+    load_component_config,
+    nest,
+    stored_params,
+)
 from controlnext_jax.errors import UserError
 from controlnext_jax.models.components import COMPONENTS, CountingKeys
 from controlnext_jax.sharding.rules import DEFAULT_RULES, Rules, param_shardings
@@ -98,6 +105,11 @@ def restore_sharded(ckpt: str | Path, name: str, config, compute_dtype, mesh, ru
     variables = dict(nnx.to_flat_state(state))
     by_key = {tuple(map(str, path)): path for path in variables}
     folder = Path(ckpt).absolute() / name
+    if (folder / SAFETENSORS_FILE).is_file():  # a small model in one plain file: read whole, then placed
+        stored = stored_params(ckpt, name, nnx.merge(graphdef, state))
+        for path, var in variables.items():
+            var.set_value(jax.device_put(jnp.asarray(stored[path], jnp.float32), shardings[path].get_value()))
+        return nnx.merge(graphdef, state)
     names_file = folder / "parts.json"
     if not names_file.is_file():
         raise UserError(f"{names_file}: missing (incomplete checkpoint folder)")

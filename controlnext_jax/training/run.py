@@ -184,8 +184,9 @@ def train(cfg: DictConfig) -> Path:
         models = trained_models(trainer, state)
         if train_cfg.objective == "vae":
             set_measured_scaling_factor(models["vae"], data_cfg, train_cfg.compute_dtype, seed=cfg.seed)
-        export_inference(out / MODEL, models, base_ckpt=cfg.ckpt, dtype=cfg.export.dtype,
-                         record=record, overwrite=True)
+        export_inference(out / MODEL, models, base_ckpt=cfg.ckpt, dtype=cfg.export.dtype, record=record,
+                         overwrite=True, storage=cfg.export.storage,
+                         inference_defaults=run_config.plain(cfg.export.inference_defaults))
         print(f"[train] exported {out / MODEL} in {time.perf_counter() - started:.1f} s "
               f"({'EMA' if state.ema is not None else 'trained'} weights)")
     return out

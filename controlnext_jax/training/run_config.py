@@ -13,8 +13,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from controlnext_jax.checkpoint.store import STORAGES
 from controlnext_jax.errors import UserError, require_choice, require_int, require_number
 from controlnext_jax.models.unet_blocks import REMAT_CHOICES
+from controlnext_jax.pipeline.validation import validate_params
 from controlnext_jax.training.data import DataConfig, check_data
 from controlnext_jax.training.models import COMPONENT_NAMES
 from controlnext_jax.training.optimizer import OptimizerConfig
@@ -116,6 +118,15 @@ def check_run(cfg: DictConfig) -> dict:
     require_int("validation.frames", cfg.validation.frames, 1, None)
     require_int("validation.num_inference_steps", cfg.validation.num_inference_steps, 1, 100)
     require_choice("export.dtype", cfg.export.dtype, EXPORT_DTYPES)
+    require_choice("export.storage", cfg.export.storage, STORAGES)
+    defaults = plain(cfg.export.inference_defaults) or {}
+    if not isinstance(defaults, dict):
+        raise UserError(f"export.inference_defaults={defaults!r}: a mapping of animate parameters, e.g. "
+                        "{height: 128, width: 96}")
+    try:
+        validate_params(**defaults)
+    except UserError as e:
+        raise UserError(f"export.inference_defaults.{e}") from None
     from_scratch = plain(cfg.from_scratch) or []
     if not isinstance(from_scratch, list) or any(name not in COMPONENT_NAMES for name in from_scratch):
         raise UserError(f"from_scratch={from_scratch!r}: a list of components among {list(COMPONENT_NAMES)}")

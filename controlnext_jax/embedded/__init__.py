@@ -1,0 +1,38 @@
+"""The embedded model: a small ControlNeXt-SVD that controlnext-train trained from scratch on
+synthetic figures (docs/embedded_model.md), shipped inside the package with an example, so that
+`controlnext-animate` animates something real on a fresh machine with no checkpoint to fetch.
+
+    checkpoint/   a converted checkpoint (pipeline.json + one params.safetensors per component,
+                  bfloat16), loaded by the same `load_pipeline` as any other; its pipeline.json
+                  carries the animate settings it was trained for (`inference_defaults`)
+    example/      a held-out synthetic identity and motion: reference.png, driving.mp4 (the
+                  figure's video) and poses.mp4 (the renderer's drawing of its poses)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controlnext_jax.errors import UserError
+
+EMBEDDED_DIR = Path(__file__).resolve().parent
+CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoint"
+EXAMPLE_DIR = EMBEDDED_DIR / "example"
+EXAMPLE = {"image": EXAMPLE_DIR / "reference.png", "video": EXAMPLE_DIR / "driving.mp4",
+           "pose_video": EXAMPLE_DIR / "poses.mp4"}
+
+
+def checkpoint() -> Path:
+    """The embedded model's checkpoint folder (a UserError when this install lacks it)."""
+    if not (CHECKPOINT_DIR / "pipeline.json").is_file():
+        raise UserError(f"ckpt=null: the embedded model is missing from this install ({CHECKPOINT_DIR}); "
+                        "give ckpt=<a converted checkpoint>")
+    return CHECKPOINT_DIR
+
+
+def example(name: str) -> Path:
+    """One of the bundled example's files: "image", "video" or "pose_video"."""
+    path = EXAMPLE[name]
+    if not path.is_file():
+        raise UserError(f"example=true: the bundled example is missing from this install ({path})")
+    return path
