@@ -96,7 +96,7 @@ def test_hydra_errors_are_one_line(prog, args, fragments, capsys, tmp_path, monk
     ("controlnext-pose", ["video=v.mp4", "image=i.png", "pose=openpose"],
      ["pose=openpose: unknown choice; allowed: dwpose, mediapipe"]),
     ("controlnext-convert", ["svd=a", "controlnext=b", "out=c", "model=huge"],
-     ["model=huge: unknown choice; allowed: svd_xt, tiny"]),
+     ["model=huge: unknown choice; allowed: small, svd_xt, tiny"]),
     ("controlnext-convert", ["svd=a", "controlnext=b", "out=c", "model.unet.nope=1"],
      ["unknown parameter 'model.unet.nope'", "allowed under model.unet:", "block_out_channels"]),
 ])
