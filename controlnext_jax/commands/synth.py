@@ -4,6 +4,10 @@ evaluating a small demo model (docs/synthetic_data.md).
     controlnext-synth out=data/synth_train num_clips=512
     controlnext-synth out=data/synth_heldout split=heldout num_clips=64 seed=1
     controlnext-train ... data=pairs data.root=data/synth_train
+    controlnext-synth out=data/synth_eval split=heldout layout=eval num_clips=24 height=128 width=96 seed=1
+
+`layout=eval` writes the test-set layout `controlnext-eval` reads instead
+(controlnext_jax/synthetic/eval_set.py, docs/embedded_model_eval.md).
 """
 
 from __future__ import annotations
@@ -11,14 +15,23 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from controlnext_jax.cli import run_command
-from controlnext_jax.errors import UserError
+from controlnext_jax.errors import UserError, require_choice
+
+LAYOUTS = ("pairs", "eval")
 
 
 def synth(cfg: DictConfig) -> None:
     from controlnext_jax.synthetic.dataset import write_dataset
+    from controlnext_jax.synthetic.eval_set import write_eval_set
 
     if cfg.overwrite not in (True, False):
         raise UserError(f"overwrite={cfg.overwrite!r}: must be true or false")
+    require_choice("layout", cfg.layout, LAYOUTS)
+    if cfg.layout == "eval":
+        out = write_eval_set(cfg.out, split=cfg.split, num_clips=cfg.num_clips, frames=cfg.frames, height=cfg.height,
+                             width=cfg.width, seed=cfg.seed, fps=cfg.fps, overwrite=cfg.overwrite, progress=True)
+        print(f"[synth] wrote {cfg.num_clips} {cfg.split} clips as an evaluation set to {out}")
+        return
     out = write_dataset(cfg.out, split=cfg.split, num_clips=cfg.num_clips, frames=cfg.frames, height=cfg.height,
                         width=cfg.width, seed=cfg.seed, fps=cfg.fps, overwrite=cfg.overwrite, progress=True)
     print(f"[synth] wrote {cfg.num_clips} {cfg.split} clips to {out}")

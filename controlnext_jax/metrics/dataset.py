@@ -8,6 +8,13 @@
     <root>/<clip_id>/driving_poses.npz    optional: the poses the model was given, one row per
                                           generated frame: `keypoints` (F, 18, 2) normalised (x/W,
                                           y/H) and `scores` (F, 18)
+    <root>/<clip_id>/figure_mask.npz      optional: `masks` (T, H, W) bool, the person in every
+                                          ground-truth frame (figure-region frame metrics)
+    <root>/<clip_id>/ground_truth_poses.npz  optional: the true poses of every ground-truth frame
+                                          (a renderer's, for synthetic sets): `keypoints` (T, 18, 2)
+                                          normalised to the ground-truth frame, `scores` (T, 18),
+                                          `reference_keypoints` (18, 2), `reference_scores` (18,),
+                                          `size` (H, W); see `read_ground_truth_poses`
 
 Generated videos may instead live in a separate folder as `<generated_dir>/<clip_id>.mp4`.
 
@@ -19,6 +26,9 @@ offset + j * sample_stride. `max_frames` keeps the first that many aligned frame
 clip (quick runs); every metric sees the clip cut there. Ground-truth frames are brought to
 the generated size exactly as the pipeline brings the reference image to the model's size
 (`controlnext_jax.pose.video.prepare_reference`: resized to cover, aspect kept, centre-cropped).
+Figure masks take the same path (as 0 / 255 images through the same bilinear resize and crop,
+then thresholded at half: at the usual 2x reduction the bilinear taps are exactly the 2x2 block
+average, so this is area-then-threshold there), and ground-truth poses the same geometry.
 """
 
 from __future__ import annotations
@@ -31,8 +41,10 @@ import numpy as np
 from controlnext_jax.errors import UserError
 from controlnext_jax.pose.media import IMAGE_SUFFIXES, decode_frames, probe_video, read_video
 from controlnext_jax.pose.types import NUM_BODY
-from controlnext_jax.pose.video import prepare_reference
+from controlnext_jax.pose.video import cover_size, prepare_reference
 
+FIGURE_MASK = "figure_mask.npz"
+GROUND_TRUTH_POSES = "ground_truth_poses.npz"
 REFERENCE_NAMES = tuple(f"reference{suffix}" for suffix in IMAGE_SUFFIXES)
 REQUIRED = ("driving.mp4", "ground_truth.mp4")
 
@@ -57,6 +69,16 @@ class ClipFiles:
     @property
     def driving_poses(self) -> Path | None:
         path = self.folder / "driving_poses.npz"
+        return path if path.is_file() else None
+
+    @property
+    def figure_mask(self) -> Path | None:
+        path = self.folder / FIGURE_MASK
+        return path if path.is_file() else None
+
+    @property
+    def ground_truth_poses(self) -> Path | None:
+        path = self.folder / GROUND_TRUTH_POSES
         return path if path.is_file() else None
 
 
@@ -100,6 +122,65 @@ def cover_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     if frames.shape[1:3] == (height, width):
         return frames
     return np.stack([prepare_reference(frame, height, width) for frame in frames])
+
+
+def cover_crop_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(t, h, w) bool masks brought to height x width with the frames' geometry (`cover_crop`):
+    resized as 0 / 255 images by the same bilinear resize, cropped alike, thresholded at half."""
+    if masks.shape[1:3] == (height, width):
+        return masks.astype(bool)
+    images = np.where(masks, np.uint8(255), np.uint8(0))[..., None]
+    return np.stack([prepare_reference(m, height, width)[..., 0] >= 128 for m in images])
+
+
+def cover_crop_points(points: np.ndarray, source_hw: tuple[int, int], height: int, width: int) -> np.ndarray:
+    """Keypoints normalised to a source frame (x / W, y / H; NaN stays NaN) -> normalised to the
+    height x width frame `cover_crop` makes of it (points cropped away fall outside [0, 1])."""
+    rh, rw = cover_size(tuple(int(v) for v in source_hw), (height, width))
+    top, left = int(round((rh - height) / 2.0)), int(round((rw - width) / 2.0))
+    points = np.asarray(points, np.float64)
+    x = (points[..., 0] * rw - left) / width
+    y = (points[..., 1] * rh - top) / height
+    return np.stack([x, y], axis=-1)
+
+
+@dataclass(frozen=True)
+class GroundTruthPoses:
+    """A clip's true poses: one row per ground-truth frame, normalised to its size (height, width)."""
+
+    keypoints: np.ndarray  # (T, 18, 2)
+    scores: np.ndarray  # (T, 18)
+    reference_keypoints: np.ndarray  # (18, 2), the reference image's pose
+    reference_scores: np.ndarray  # (18,)
+    size: tuple[int, int]
+
+
+def read_ground_truth_poses(path: str | Path, param: str = "dataset.root") -> GroundTruthPoses:
+    """A clip's ground_truth_poses.npz, checked."""
+    try:
+        with np.load(path) as data:
+            fields = {k: np.asarray(data[k]) for k in ("keypoints", "scores", "reference_keypoints",
+                                                        "reference_scores", "size")}
+    except KeyError as e:
+        raise UserError(f"{param}: {path}: missing the array {e}") from None
+    kp, sc = fields["keypoints"].astype(np.float64), fields["scores"].astype(np.float64)
+    rkp, rsc = fields["reference_keypoints"].astype(np.float64), fields["reference_scores"].astype(np.float64)
+    if (kp.ndim != 3 or kp.shape[1:] != (NUM_BODY, 2) or sc.shape != kp.shape[:2] or rkp.shape != (NUM_BODY, 2)
+            or rsc.shape != (NUM_BODY,) or fields["size"].shape != (2,)):
+        raise UserError(f"{param}: {path}: keypoints must be (T, {NUM_BODY}, 2), scores (T, {NUM_BODY}), "
+                        f"reference_keypoints ({NUM_BODY}, 2), reference_scores ({NUM_BODY},), size (2,)")
+    return GroundTruthPoses(kp, sc, rkp, rsc, (int(fields["size"][0]), int(fields["size"][1])))
+
+
+def _read_masks(clip: ClipFiles, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    with np.load(clip.figure_mask) as data:
+        if "masks" not in data:
+            raise UserError(f"dataset.root: {clip.figure_mask}: no array `masks`")
+        masks = data["masks"]
+    if masks.ndim != 3 or masks.shape[1:] != size or len(masks) <= indices[-1]:
+        raise UserError(f"dataset.root: {clip.figure_mask}: masks must be (T, {size[0]}, {size[1]}) bool with a mask "
+                        f"for ground-truth frame {indices[-1]}, got {masks.shape}")
+    return masks[indices].astype(bool)
 
 
 @dataclass(frozen=True)
@@ -150,6 +231,8 @@ class AlignedClip:
     ground_truth: np.ndarray
     driving_indices: np.ndarray
     target_poses: tuple[np.ndarray, np.ndarray] | None  # (keypoints (n, 18, 2) normalised, scores (n, 18))
+    figure_masks: np.ndarray | None = None  # (n, h, w) bool at the generated size, from figure_mask.npz
+    true_poses: tuple[np.ndarray, np.ndarray] | None = None  # ground_truth_poses.npz rows, generated geometry
 
 
 def read_generated(clip: ClipFiles, alignment: Alignment) -> np.ndarray:
@@ -208,4 +291,15 @@ def align_clip(clip: ClipFiles, generated: np.ndarray, alignment: Alignment) -> 
         # one row per generated frame, like the pose sequence the model received
         sl = slice(alignment.first, alignment.first + len(idx))
         poses = (keypoints[sl], scores[sl])
-    return AlignedClip(clip.clip_id, clip, generated, gen_aligned, cover_crop(gt, height, width), idx, poses)
+    masks = None
+    if clip.figure_mask is not None:
+        masks = cover_crop_masks(_read_masks(clip, idx, gt.shape[1:3]), height, width)
+    true_poses = None
+    if clip.ground_truth_poses is not None:
+        truth = read_ground_truth_poses(clip.ground_truth_poses)
+        if len(truth.keypoints) <= idx[-1]:
+            raise UserError(f"dataset.root: {clip.ground_truth_poses}: {len(truth.keypoints)} poses, the evaluation "
+                            f"uses ground-truth frame {idx[-1]}")
+        true_poses = (cover_crop_points(truth.keypoints[idx], truth.size, height, width), truth.scores[idx])
+    return AlignedClip(clip.clip_id, clip, generated, gen_aligned, cover_crop(gt, height, width), idx, poses,
+                       masks, true_poses)

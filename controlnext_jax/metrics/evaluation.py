@@ -33,6 +33,7 @@ from controlnext_jax.metrics.dataset import (
     read_generated,
 )
 from controlnext_jax.metrics.evaluators import (
+    POSE_TARGETS,
     BodyDetector,
     DrivingPoses,
     FIDEvaluator,
@@ -169,7 +170,8 @@ def build_evaluators(cfg: DictConfig, alignment: Alignment, pose_tools: PoseTool
             except ImportError as e:
                 skipped.append(Skipped("pose accuracy", f"skipped: the pose detector is not available ({e})"))
         if pose_tools is not None:
-            evaluators.append(PoseEvaluator(*pose_tools, score_threshold=cfg.pose_metrics.score_threshold))
+            evaluators.append(PoseEvaluator(*pose_tools, score_threshold=cfg.pose_metrics.score_threshold,
+                                            target=cfg.pose_metrics.target))
     if cfg.seams.enabled:
         evaluators.append(SeamEvaluator(cfg.sampling.batch_frames, cfg.sampling.overlap,
                                         int(cfg.alignment.leading_reference_frame), cfg.seams.radius))
@@ -187,6 +189,7 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
     # every enumerated parameter, before any work (the metrics that use them run later)
     require_choice("pose_metrics.align", cfg.pose_metrics.align, ALIGN_MODES)
     require_choice("frames.lpips_net", cfg.frames.lpips_net, sorted(NETS))
+    require_choice("pose_metrics.target", cfg.pose_metrics.target, POSE_TARGETS)
     if cfg.generate:
         check_generation(cfg)
     inputs = {"dataset.root": cfg.dataset.root, "dataset.generated_dir": cfg.dataset.generated_dir, "ckpt": cfg.ckpt,
@@ -203,7 +206,8 @@ def run(cfg: DictConfig, pose_tools: PoseTools | None = None, command: str = "")
             probe_video(clip.generated, clip.generated_param)
         probe_video(clip.ground_truth, "dataset.root")
         # generation and the pose package read these two
-        if cfg.generate or (cfg.pose_metrics.enabled and clip.driving_poses is None):
+        if cfg.generate or (cfg.pose_metrics.enabled and cfg.pose_metrics.target == "driving"
+                            and clip.driving_poses is None):
             probe_video(clip.driving, "dataset.root")
             load_image(clip.reference, param="dataset.root")
     evaluators, skipped, header_extra = build_evaluators(cfg, alignment, pose_tools)

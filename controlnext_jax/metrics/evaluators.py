@@ -130,18 +130,33 @@ class FIDEvaluator:
         return {"extractor": str(self.features.path)}
 
 
+FIGURE_METRICS = ("psnr_figure", "ssim_figure", "l1_figure")
+
+
 @dataclass
 class FrameEvaluator:
+    """PSNR, SSIM, L1 per aligned frame; for clips with figure masks also over the figure alone."""
+
     ssim_gaussian_weights: bool = False
     per_frame: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     name: str = "frames"
 
     def update(self, clip: AlignedClip, progress: Progress = _no_progress) -> None:
         gen, gt = clip.generated_aligned, clip.ground_truth
+        if clip.figure_masks is None:
+            self.per_frame[clip.clip_id] = {
+                "psnr": frame_metrics.psnr(gen, gt),
+                "ssim": frame_metrics.ssim(gen, gt, gaussian_weights=self.ssim_gaussian_weights, progress=progress),
+                "l1": frame_metrics.l1(gen, gt),
+            }
+            return
+        masks = clip.figure_masks
+        ssim, ssim_figure = frame_metrics.ssim_with_masks(gen, gt, masks, gaussian_weights=self.ssim_gaussian_weights,
+                                                          progress=progress)
         self.per_frame[clip.clip_id] = {
-            "psnr": frame_metrics.psnr(gen, gt),
-            "ssim": frame_metrics.ssim(gen, gt, gaussian_weights=self.ssim_gaussian_weights, progress=progress),
-            "l1": frame_metrics.l1(gen, gt),
+            "psnr": frame_metrics.psnr(gen, gt), "ssim": ssim, "l1": frame_metrics.l1(gen, gt),
+            "psnr_figure": frame_metrics.psnr_masked(gen, gt, masks), "ssim_figure": ssim_figure,
+            "l1_figure": frame_metrics.l1_masked(gen, gt, masks),
         }
 
     def results(self) -> Iterator[tuple[str, float]]:
@@ -149,10 +164,17 @@ class FrameEvaluator:
         for metric in ("psnr", "ssim", "l1"):
             yield metric, float(np.mean(np.concatenate([c[metric] for c in self.per_frame.values()])))
         yield "frames_compared", int(sum(len(c["psnr"]) for c in self.per_frame.values()))
+        masked = [c for c in self.per_frame.values() if "psnr_figure" in c]
+        if masked:  # only clips with figure_mask.npz; frames whose mask is empty (nan) are left out
+            for metric in FIGURE_METRICS:
+                values = np.concatenate([c[metric] for c in masked])
+                kept = values[~np.isnan(values)]
+                yield metric, float(np.mean(kept)) if kept.size else float("nan")
+            yield "frames_compared_figure", int(sum(np.sum(~np.isnan(c["psnr_figure"])) for c in masked))
 
     def per_clip(self) -> dict[str, dict]:
-        return {c: {**{k: float(np.mean(v)) for k, v in m.items()}, "frames": len(m["psnr"])}
-                for c, m in self.per_frame.items()}
+        return {c: {**{k: float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan") for k, v in m.items()},
+                    "frames": len(m["psnr"])} for c, m in self.per_frame.items()}
 
     def details(self) -> dict:
         return {clip: {k: v.tolist() for k, v in metrics.items()} for clip, metrics in self.per_frame.items()}
@@ -200,26 +222,50 @@ class _PoseClip:
     source: str
 
 
+# What the poses detected on generated frames are compared with (pose_metrics.target).
+POSE_TARGETS = ("driving", "ground_truth", "true_poses")
+
+
 @dataclass
 class PoseEvaluator:
-    """Body poses detected on the generated frames against the driving poses the model got:
-    the clip's driving_poses.npz when it has one, else `driving_poses(clip)` (the pose
-    package's pipeline, reference alignment included)."""
+    """Body poses detected on the generated frames against a target, `target`:
+
+    - "driving": the driving poses the model got: the clip's driving_poses.npz when it has
+      one, else `driving_poses(clip)` (the pose package's pipeline, reference alignment included);
+    - "ground_truth": the same detector on the aligned ground-truth frames (self-reenactment:
+      a detector's systematic errors on a kind of figure hit both sides alike);
+    - "true_poses": the clip's ground_truth_poses.npz (a renderer's exact keypoints)."""
 
     detect: BodyDetector
     driving_poses: DrivingPoses | None = None
     score_threshold: float = VISIBLE_SCORE
+    target: str = "driving"
     clips: dict[str, _PoseClip] = field(default_factory=dict)
     name: str = "pose"
 
-    def update(self, clip: AlignedClip, progress: Progress = _no_progress) -> None:
-        h, w = clip.generated.shape[1:3]
+    def __post_init__(self):
+        if self.target not in POSE_TARGETS:
+            raise UserError(f"pose_metrics.target={self.target!r}: allowed values are {', '.join(POSE_TARGETS)}")
+
+    def _detect_all(self, frames: np.ndarray, progress: Progress) -> tuple[np.ndarray, np.ndarray]:
         found = []
-        for frame in clip.generated_aligned:
+        for frame in frames:
             found.append(self.detect(frame))
             progress(1)
-        kp, sc = np.stack([k for k, _ in found]), np.stack([s for _, s in found])
-        if clip.target_poses is not None:
+        return np.stack([k for k, _ in found]), np.stack([s for _, s in found])
+
+    def update(self, clip: AlignedClip, progress: Progress = _no_progress) -> None:
+        h, w = clip.generated.shape[1:3]
+        kp, sc = self._detect_all(clip.generated_aligned, progress)
+        if self.target == "ground_truth":
+            # the same detector on both sides: its own bias on the figures cancels out
+            (tkp, tsc), source = self._detect_all(clip.ground_truth, _no_progress), "detected on the ground truth"
+        elif self.target == "true_poses":
+            if clip.true_poses is None:
+                raise UserError(f"clip {clip.clip_id}: pose_metrics.target=true_poses needs the clip's "
+                                "ground_truth_poses.npz")
+            (tkp, tsc), source = clip.true_poses, "ground_truth_poses.npz"
+        elif clip.target_poses is not None:
             (tkp, tsc), source = clip.target_poses, "driving_poses.npz"
         elif self.driving_poses is not None:
             (tkp, tsc), source = self.driving_poses(clip), "extracted with controlnext_jax.pose (reference-aligned)"

@@ -47,7 +47,10 @@ METRIC_NOTES = {
                "SSIM with scikit-image semantics (7x7 uniform window unless Gaussian weights are set, sample "
                "covariance, K1 0.01, K2 0.03, channels averaged); L1 = mean |generated - ground truth| on the "
                "[0, 1] scale, computed in float (not the uint8 subtraction that wraps around, as some "
-               "published code did)."),
+               "published code did). psnr_figure / ssim_figure / l1_figure (clips with figure_mask.npz): the "
+               "same over the person alone: PSNR from the MSE over the mask's pixels, SSIM as the mean of the "
+               "SSIM map over them, the mask brought to the generated size like the ground truth (bilinear "
+               "cover + centre crop, thresholded at half)."),
     "fid": ("FID over frames: every aligned generated frame against every ground-truth frame (pooled over "
             "clips), features from the user's TorchScript extractor (header: fid_extractor), Frechet distance in "
             "float64. Like FVD it depends on the sample count."),
