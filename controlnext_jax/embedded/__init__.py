@@ -5,8 +5,10 @@ synthetic figures (docs/embedded_model.md), shipped inside the package with an e
     checkpoint/   a converted checkpoint (pipeline.json + one params.safetensors per component,
                   bfloat16), loaded by the same `load_pipeline` as any other; its pipeline.json
                   carries the animate settings it was trained for (`inference_defaults`)
-    example/      a held-out synthetic identity and motion: reference.png, driving.mp4 (the
-                  figure's video) and poses.mp4 (the renderer's drawing of its poses)
+    example/      a held-out synthetic identity and motion (train/package_embedded.py):
+                  reference.png (its frame 0), clip.mp4 (the rendered clip: a driving video
+                  and the ground truth), poses.mp4 (every second pose frame, the reference
+                  pose first) and masks.npz (the figure in every frame of clip.mp4)
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from controlnext_jax.errors import UserError
 EMBEDDED_DIR = Path(__file__).resolve().parent
 CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoint"
 EXAMPLE_DIR = EMBEDDED_DIR / "example"
-EXAMPLE = {"image": EXAMPLE_DIR / "reference.png", "video": EXAMPLE_DIR / "driving.mp4",
-           "pose_video": EXAMPLE_DIR / "poses.mp4"}
+EXAMPLE = {"image": EXAMPLE_DIR / "reference.png", "video": EXAMPLE_DIR / "clip.mp4",
+           "pose_video": EXAMPLE_DIR / "poses.mp4", "masks": EXAMPLE_DIR / "masks.npz"}
 
 
 def checkpoint() -> Path:
@@ -31,7 +33,7 @@ def checkpoint() -> Path:
 
 
 def example(name: str) -> Path:
-    """One of the bundled example's files: "image", "video" or "pose_video"."""
+    """One of the bundled example's files: "image", "video", "pose_video" or "masks"."""
     path = EXAMPLE[name]
     if not path.is_file():
         raise UserError(f"example=true: the bundled example is missing from this install ({path})")
