@@ -29,7 +29,7 @@ from controlnext_jax.metrics.dataset import (
     read_generated,
     read_ground_truth_poses,
 )
-from controlnext_jax.metrics.evaluators import FrameEvaluator
+from controlnext_jax.metrics.evaluators import FrameEvaluator, PoseEvaluator
 from controlnext_jax.pose.media import read_video
 from controlnext_jax.pose.video import prepare_reference
 from controlnext_jax.synthetic import make_clip
@@ -154,6 +154,32 @@ def test_frame_evaluator_reports_figure_metrics_only_with_masks():
     np.testing.assert_allclose(results["l1_figure"], frame_metrics.l1_masked(gen, gt, masks).mean(), rtol=1e-12)
     assert results["frames_compared_figure"] == 3 and results["frames_compared"] == 6
     assert "psnr_figure" in evaluator.per_clip()["masked"] and "psnr_figure" not in evaluator.per_clip()["plain"]
+
+
+def _level_detector(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stand-in detector whose 18 keypoints sit at x = the frame's mean level / 255."""
+    return np.full((18, 2), frame.mean() / 255.0), np.ones(18)
+
+
+def test_pose_targets():
+    rng = np.random.default_rng(4)
+    gen = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    gt = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    true = (rng.random((3, 18, 2)), np.ones((3, 18)))
+    driving = (rng.random((3, 18, 2)), np.ones((3, 18)))
+    clip = AlignedClip("c", None, gen, gen, gt, np.arange(3), driving, None, true)
+    expected = {"driving": driving[0], "true_poses": true[0],
+                "ground_truth": np.stack([_level_detector(f)[0] for f in gt])}
+    for target, keypoints in expected.items():
+        evaluator = PoseEvaluator(_level_detector, target=target)
+        evaluator.update(clip)
+        np.testing.assert_array_equal(evaluator.clips["c"].target, keypoints, err_msg=target)
+        np.testing.assert_array_equal(evaluator.clips["c"].detected, np.stack([_level_detector(f)[0] for f in gen]))
+    with pytest.raises(UserError, match="pose_metrics.target='skeleton'"):
+        PoseEvaluator(_level_detector, target="skeleton")
+    with pytest.raises(UserError, match="needs the clip's ground_truth_poses.npz"):
+        PoseEvaluator(_level_detector, target="true_poses").update(
+            AlignedClip("c", None, gen, gen, gt, np.arange(3), driving))
 
 
 def test_align_clip_brings_masks_to_the_generated_size(eval_set, tmp_path):
