@@ -157,3 +157,19 @@ def test_opencv_is_the_series_that_drew_the_training_poses():
     # release drew its training poses with 4.10, so the project pins that series.
     major, minor = (int(v) for v in cv2.__version__.split(".")[:2])
     assert (major, minor) == (4, 10), cv2.__version__
+
+
+def test_small_outputs_draw_unbroken_limbs():
+    """Below 256 px the canvas is 4x the output (controlnext_jax/pose/render.py, SMALL_OUTPUT): a
+    limb is an unbroken stroke about 2 px wide. With the release's 2160-px canvas at this size
+    INTER_LINEAR's taps miss most of the stroke and it breaks into dashes."""
+    kp = np.full((1, 134, 2), np.nan)
+    sc = np.zeros((1, 134))
+    kp[0, 2], kp[0, 3] = [0.2, 0.41], [0.8, 0.47]  # right shoulder -> right elbow, slightly sloped
+    sc[0, [2, 3]] = 1.0
+    img = draw_pose(Pose(kp, sc), 128, 96)
+    lit = img.max(axis=2) > 20
+    columns = range(int(0.25 * 96), int(0.75 * 96))
+    assert all(lit[:, x].any() for x in columns)  # no gap along the limb
+    widths = [lit[:, x].sum() for x in columns]
+    assert 1 <= np.median(widths) <= 4

@@ -4,7 +4,9 @@ The model only ever saw pose frames made by that drawing, so every detail counts
 is reproduced here on purpose (docs/release_semantics.md, "Pose extraction and alignment"):
 
 - the canvas is drawn with its short side at 2160 px, then shrunk to the output size
-  with cv2 INTER_LINEAR, so the line widths below are big-canvas pixels;
+  with cv2 INTER_LINEAR, so the line widths below are big-canvas pixels (ours: below a
+  SMALL_OUTPUT short side the canvas is SMALL_CANVAS_RATIO times the output instead, see
+  `canvas_size`);
 - colours are written as if the canvas were BGR and the result is converted
   BGR -> RGB, so every listed colour ends up with red and blue swapped;
 - body: 17 limbs as filled ellipse polygons, dimmed with the whole canvas by 0.6,
@@ -35,6 +37,13 @@ from controlnext_jax.pose.types import (
 )
 
 CANVAS_SHORT_SIDE = 2160
+# Below this output short side the release's canvas would shrink more than 8x, and INTER_LINEAR's
+# 2x2 taps then miss most of each stroke: limbs break into dashes and joints vanish (the release
+# never drew that small: its training poses and the endpoint defaults are 576 px and more). There
+# the canvas is SMALL_CANVAS_RATIO times the output, so limbs are 2 px wide and joints 4 px
+# across, unbroken: the drawing the embedded model (128x96, docs/embedded_model.md) trains on.
+SMALL_OUTPUT = 256
+SMALL_CANVAS_RATIO = 4
 LIMB_HALF_WIDTH = 4
 JOINT_RADIUS = 4
 HAND_LINE_THICKNESS = 2
@@ -153,8 +162,11 @@ def _draw_face(canvas: np.ndarray, pose: Pose) -> np.ndarray:
 
 
 def canvas_size(height: int, width: int) -> tuple[int, int]:
-    """(rows, cols) of the big drawing canvas for an output of height x width."""
+    """(rows, cols) of the big drawing canvas for an output of height x width: the release's
+    2160-px short side, or SMALL_CANVAS_RATIO x the output below SMALL_OUTPUT."""
     short = min(height, width)
+    if short < SMALL_OUTPUT:
+        return height * SMALL_CANVAS_RATIO, width * SMALL_CANVAS_RATIO
     ratio = CANVAS_SHORT_SIDE / short if short != CANVAS_SHORT_SIDE else 1
     return int(height * ratio), int(width * ratio)
 
