@@ -294,11 +294,11 @@ def test_export_from_scratch_defaults_and_interrupted_export_leaves_nothing(run,
 
     written = []
 
-    def failing_save_params(folder, params):
+    def failing_save_params(folder, params, **kwargs):
         if written:
             raise KeyboardInterrupt  # interrupted while writing the second component
         written.append(folder)
-        return save_params(folder, params)
+        return save_params(folder, params, **kwargs)
 
     save_params = training_export.save_params
     monkeypatch.setattr(training_export, "save_params", failing_save_params)

@@ -82,7 +82,7 @@ def check_parameters(params: dict) -> dict:
     from controlnext_jax.pose.video import ALIGN_MODES, check_int
 
     require_choice("dtype", params["dtype"], (None, *DTYPES))
-    require_choice("example", params["example"], (True, False))
+    require_choice("example", params.get("example", False), (True, False))
     require_choice("memory_saving", params["memory_saving"], (True, False))
     require_choice("align", params["align"], ALIGN_MODES)
     for name in ("max_frame_num", "sample_stride"):

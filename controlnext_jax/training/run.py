@@ -70,6 +70,11 @@ def build_models(cfg: DictConfig, train_cfg, mesh, rules) -> dict:
     else:
         models = load_training_models(cfg.ckpt, train_cfg.compute_dtype, mesh=mesh, rules=rules,
                                       from_scratch=from_scratch, seed=cfg.seed)
+    if cfg.init == "zero_residual":
+        from controlnext_jax.training.init import zero_residual
+
+        for name in from_scratch:
+            zero_residual(name, models[name])
     set_remat(models["unet"], cfg.remat)  # before the Trainer splits the UNet: a static setting
     return models
 

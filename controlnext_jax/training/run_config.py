@@ -18,6 +18,7 @@ from controlnext_jax.errors import UserError, require_choice, require_int, requi
 from controlnext_jax.models.unet_blocks import REMAT_CHOICES
 from controlnext_jax.pipeline.validation import validate_params
 from controlnext_jax.training.data import DataConfig, check_data
+from controlnext_jax.training.init import INITS
 from controlnext_jax.training.models import COMPONENT_NAMES
 from controlnext_jax.training.optimizer import OptimizerConfig
 from controlnext_jax.training.sigmas import SIGMA_SAMPLERS
@@ -106,6 +107,7 @@ def check_run(cfg: DictConfig) -> dict:
     require_int("steps", cfg.steps, 1, None)
     require_int("seed", cfg.seed, 0, None)
     require_choice("remat", cfg.remat, REMAT_CHOICES)
+    require_choice("init", cfg.init, INITS)
     train_config(cfg)
     require_int("checkpoint.every", cfg.checkpoint.every, 1, None)
     require_int("checkpoint.keep", cfg.checkpoint.keep, 1, None)
