@@ -33,14 +33,16 @@ from controlnext_jax.training.draws import Draws, draw
 from controlnext_jax.training.dropout import CONDITIONING_DROPOUT_PROB
 from controlnext_jax.training.ema import ema_update
 from controlnext_jax.training.loss import Models, diffusion_loss
-from controlnext_jax.training.models import load_training_models  # noqa: F401  (its former home)
+from controlnext_jax.training.models import (
+    COMPONENT_NAMES,
+    load_training_models,  # noqa: F401  (its former home)
+)
 from controlnext_jax.training.optimizer import OptimizerConfig, make_optimizer
 from controlnext_jax.training.sigmas import CosineInterpolated
 from controlnext_jax.training.trainable import RELEASE_UNET_PATTERNS, split_trainable
 from controlnext_jax.training.vae_loss import DEFAULT_KL_WEIGHT, vae_loss
 
 OBJECTIVES = ("diffusion", "vae")
-COMPONENT_ORDER = ("unet", "controlnext", "vae", "image_encoder")
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class Trainer:
         self._graphdefs, self._initial, self.frozen = {}, {}, {}
         for name, patterns in config.trainable_patterns().items():
             self._graphdefs[name], self._initial[name], self.frozen[name] = split_trainable(models[name], patterns)
-        for name in COMPONENT_ORDER:
+        for name in COMPONENT_NAMES:
             if name not in self._initial:
                 self._graphdefs[name], self.frozen[name] = nnx.split(models[name])
         self.optimizer = make_optimizer(config.optimizer)
@@ -178,7 +180,7 @@ class Trainer:
     def models(self, trainable: dict, frozen: dict) -> Models:
         merged = {name: nnx.merge(self._graphdefs[name], *((trainable[name],) if name in trainable else ()),
                                   frozen[name])
-                  for name in COMPONENT_ORDER}
+                  for name in COMPONENT_NAMES}
         return Models(**merged)
 
     def draw(self, key: jax.Array, batch: dict) -> Draws:
