@@ -253,3 +253,22 @@ def test_two_stages_from_scratch_on_the_command_line(tmp_path):
                                          nnx.state(second["image_encoder"], nnx.Param)))
     assert not all(moved)  # the CLIP tower trained
     assert read_pipeline(stage2 / "model")["components"]["vae"]["scaling_factor"] == factor
+
+
+@pytest.mark.parametrize("experiment", ["embedded_vae", "embedded_unet"])
+def test_the_embedded_model_experiments_pass_the_commands_checks(tmp_path, experiment):
+    """The committed stage configs (docs/embedded_model.md) compose and pass every check the command
+    makes before training (crop within the frame, schedule, export settings, data lengths), on
+    clips as long as the synthetic ones; stage 2's ckpt= is replaced by a from-scratch start."""
+    from controlnext_jax.cli import compose_config
+    from controlnext_jax.training.run_config import check_run, train_config
+
+    data = _write_pairs(tmp_path / "pairs", length=20)
+    overrides = [f"+experiment={experiment}", f"data.root={data}", f"out={tmp_path / 'run'}"]
+    if experiment == "embedded_unet":
+        overrides += ["ckpt=null", "from_scratch=[unet,controlnext,vae,image_encoder]"]
+    cfg = compose_config("train", overrides)
+    assert check_run(cfg)["records"]
+    config = train_config(cfg)
+    assert config.objective == ("vae" if experiment == "embedded_vae" else "diffusion")
+    assert cfg.optimizer.total_steps == cfg.steps and cfg.data.height == 128 and cfg.data.width == 96
