@@ -4,8 +4,9 @@
 as nothing, so every block is the identity at step 0 and a deep network trains from a sane
 function instead of a random cascade (ADM's `zero_module`, Goyal et al.'s zero-gamma):
 
-- every ResNet block's last convolution (spatial and temporal) and every transformer's output
-  projection is zero, in the UNet and the VAE;
+- every ResNet block's last convolution (spatial and temporal) is zero, in the UNet and the VAE,
+  and so is every UNet transformer's output projection (`proj_out`); the VAE's single-head
+  mid-block attentions keep their initialisers (their output projection is `to_out.0`);
 - the UNet's and the VAE decoder's output convolutions are zero (the first prediction is 0);
 - the temporal decoder's last layer, a 3-frame convolution across RGB, is the identity on the
   centre frame (randomly initialised it scrambles colours between neighbouring frames).
