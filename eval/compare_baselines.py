@@ -20,7 +20,8 @@ def _compare(cfg, argv) -> None:
         cfg.ckpt, cfg.dataset, cfg.out, settings=GenerationSettings(**OmegaConf.to_container(cfg.generation)),
         untrained_seed=cfg.untrained.seed, untrained_components=list(cfg.untrained.components), fvd=cfg.fvd,
         pose=cfg.pose_metrics, max_clips=cfg.max_clips, eval_overrides=list(cfg.eval_overrides),
-        command=" ".join(["python eval/compare_baselines.py", *argv]), overwrite=cfg.overwrite, progress=cfg.progress)
+        command=" ".join(["python eval/compare_baselines.py", *argv]), overwrite=cfg.overwrite, progress=cfg.progress,
+        sheet_clips=cfg.sheet.clips, sheet_frames=cfg.sheet.frames)
     print(f"comparison written to {out}/comparison.md")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 from PIL import Image
@@ -235,8 +236,8 @@ def test_compare_baselines_end_to_end(eval_set, ckpt, tmp_path):
     assert report["results"]["frames"]["psnr_figure"] == result["results"]["untrained"]["psnr_figure"]
     assert report["details"]["generation"][discover(eval_set)[0].clip_id]["pose_source"] == "ground_truth_poses.npz"
     # the untrained baseline really is another network than the trained one: other videos
-    trained = read_video(next((out / "eval" / "trained" / "generated").iterdir()))
-    untrained = read_video(next((out / "eval" / "untrained" / "generated").iterdir()))
+    trained = read_video(sorted((out / "eval" / "trained" / "generated").iterdir())[0])
+    untrained = read_video(sorted((out / "eval" / "untrained" / "generated").iterdir())[0])
     assert trained.shape == untrained.shape == (3, 64, 64, 3) and np.abs(trained.astype(int) - untrained).mean() > 5
     repeated = json.loads((out / "eval" / "reference_repeated" / "report.json").read_text())
     assert repeated["results"]["pose"]["frames"] == 4  # pose metric ran (detector on generated vs ground truth)
@@ -245,6 +246,13 @@ def test_compare_baselines_end_to_end(eval_set, ckpt, tmp_path):
     assert f"out={out}/eval/trained" in result["header"]["eval commands"]["trained"] and ".partial" not in md_all(out)
     md = (out / "comparison.md").read_text()
     assert "| trained |" in md and "margin over untrained" in md and "PSNR figure" in md
+    # contact sheet: per clip ground truth, trained, untrained, repeated reference; the reference
+    # image, then the 2 aligned frames (generated frames 1 and 2: frame 0 is the reference pose)
+    sheet = iio.imread(out / "contact_sheet.png")
+    assert sheet.shape == (2 * 4 * 66 - 2, 3 * 66 - 2, 3) and "contact_sheet.png" in md
+    np.testing.assert_array_equal(sheet[66:130, 66:130], trained[1])
+    np.testing.assert_array_equal(sheet[132:196, 132:196], untrained[2])
+    assert (sheet[66:130, :64] == 255).all()
 
 
 def md_all(out: Path) -> str:

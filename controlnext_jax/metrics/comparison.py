@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 
 from controlnext_jax.atomic_io import atomic_folder, check_output
@@ -37,6 +38,7 @@ from controlnext_jax.checkpoint.store import checkpoint_digest
 from controlnext_jax.cli import compose_config
 from controlnext_jax.errors import require_int
 from controlnext_jax.metrics import baselines, evaluation, pose_metrics
+from controlnext_jax.metrics.contact_sheet import comparison_sheet
 from controlnext_jax.metrics.dataset import Alignment, cover_crop, cover_crop_points, discover, read_ground_truth_poses
 from controlnext_jax.metrics.evaluators import visible
 from controlnext_jax.metrics.report import _json_safe
@@ -44,6 +46,7 @@ from controlnext_jax.pose.media import read_video
 from controlnext_jax.provenance import code_version
 
 METHODS = ("trained", "untrained", "reference_repeated")
+SHEET = "contact_sheet.png"
 # (results section, key, column title, higher is better)
 COLUMNS = (
     ("frames", "psnr_figure", "PSNR figure (dB)", True),
@@ -162,11 +165,15 @@ def compare_baselines(ckpt: str | Path, dataset: str | Path, out: str | Path, *,
                       settings: GenerationSettings = GenerationSettings(), untrained_seed: int = 1,
                       untrained_components: Sequence[str] = baselines.ALL_COMPONENTS, fvd: bool = False,
                       pose: bool = True, max_clips: int = 0, eval_overrides: Sequence[str] = (),
-                      command: str = "", overwrite: bool = False, progress: bool = False) -> Path:
+                      command: str = "", overwrite: bool = False, progress: bool = False,
+                      sheet_clips: int = 3, sheet_frames: int = 6) -> Path:
     """Evaluate `ckpt`, its untrained twin and the repeated reference on the eval-layout
     `dataset`; writes the folder `out` (all or nothing) and returns it. `eval_overrides` are
-    extra controlnext-eval parameters given to all three runs (e.g. the pose detector's)."""
+    extra controlnext-eval parameters given to all three runs (e.g. the pose detector's).
+    contact_sheet.png shows the first `sheet_clips` clips at `sheet_frames` moments (0: none)."""
     max_clips = require_int("max_clips", max_clips, 0)
+    sheet_clips = require_int("sheet.clips", sheet_clips, 0)
+    sheet_frames = require_int("sheet.frames", sheet_frames, 1)
     code = code_version()  # before JAX starts threads (git runs in a subprocess)
     out = check_output(out, inputs={"ckpt": ckpt, "dataset": dataset}, overwrite=overwrite)
     common = [f"dataset.root={Path(dataset).absolute()}", f"dataset.max_clips={max_clips}",
@@ -206,6 +213,12 @@ def compare_baselines(ckpt: str | Path, dataset: str | Path, out: str | Path, *,
             eval_commands[method] = " ".join(["controlnext-eval", *overrides]).replace(str(tmp), str(out))
             evaluation.run(cfg, pose_tools=pose_tools, command=eval_commands[method])
             reports[method] = json.loads((tmp / "eval" / method / "report.json").read_text())
+        if sheet_clips:
+            videos = {"trained": tmp / "eval" / "trained" / "generated",
+                      "untrained": tmp / "eval" / "untrained" / "generated", "reference_repeated": repeated}
+            sheet = comparison_sheet(dataset, videos, Alignment(settings.sample_stride, True, 0, 0),
+                                     clips=min(sheet_clips, max_clips or sheet_clips), frames=sheet_frames)
+            iio.imwrite(tmp / SHEET, sheet)
         header = {
             "command": command or "(library call)",
             "code": code,
@@ -257,6 +270,9 @@ def _write(folder: Path, header: dict, reports: dict, check: dict | None) -> Non
         if "vs_renderer" in check:
             lines.append("Against the renderer's poses: " + ", ".join(f"{k} {_fmt(v)}"
                                                                      for k, v in check["vs_renderer"].items()) + ".")
+    if (folder / SHEET).is_file():
+        lines += ["", f"`{SHEET}`: per clip, a row of the ground truth (the reference image first), then one "
+                      f"row per method in the order {', '.join(METHODS)}, at the same evenly spaced moments."]
     lines += ["", "## Runs", ""] + [f"- {m}: `{c}` (eval/{m}/report.md)" for m, c in header["eval commands"].items()]
     (folder / "comparison.md").write_text("\n".join(lines) + "\n")
 

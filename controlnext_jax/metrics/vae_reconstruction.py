@@ -37,6 +37,7 @@ from flax import nnx
 from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.store import load_component, load_component_config
 from controlnext_jax.errors import UserError
+from controlnext_jax.metrics.contact_sheet import frame_grid
 from controlnext_jax.metrics.frame_metrics import l1, psnr, ssim
 from controlnext_jax.pipeline.pipeline import vae_scale_factor
 from controlnext_jax.pipeline.program import decode_latents
@@ -171,15 +172,8 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
 
 
 def contact_sheet(sheet: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Per clip two rows, the input frames above their reconstructions, 2 px of white between."""
-    rows = []
-    for clip, recon in sheet:
-        for frames in (clip, recon):
-            gap = np.full((frames.shape[1], 2, 3), 255, np.uint8)
-            rows.append(np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    return np.concatenate(rows)[:-2]
+    """Per clip two rows: the input frames above their reconstructions."""
+    return frame_grid([row for clip, recon in sheet for row in (list(clip), list(recon))])
 
 
 def _markdown(result: dict, header: dict) -> str:
