@@ -28,8 +28,11 @@ def test_a_resumed_runs_repeated_steps_keep_their_last_record(tmp_path):
         read_losses(run, "kl")
 
 
-def test_moving_average_over_the_last_points():
-    np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
+def test_moving_average_is_centred():
+    values = np.array([1.0, 3.0, 5.0, 7.0])
+    np.testing.assert_allclose(moving_average(values, 3), [2.0, 3.0, 5.0, 6.0])
+    np.testing.assert_allclose(moving_average(values, 2), [2.0, 4.0, 6.0, 7.0])
+    np.testing.assert_allclose(moving_average(values, 1), values)
 
 
 def test_one_panel_per_run(tmp_path):

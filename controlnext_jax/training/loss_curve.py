@@ -38,8 +38,11 @@ def read_losses(run: str | Path, key: str = "loss") -> tuple[np.ndarray, np.ndar
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean over the last `window` points (fewer at the start)."""
-    return np.array([values[max(0, i - window + 1):i + 1].mean() for i in range(len(values))])
+    """Mean over `window` points centred on each one (fewer at the ends): a trailing mean would
+    lag the logged curve and sit above it while the loss falls."""
+    before = (window - 1) // 2
+    after = window - 1 - before
+    return np.array([values[max(0, i - before):i + after + 1].mean() for i in range(len(values))])
 
 
 def plot_loss_curves(runs: Sequence[tuple[str, str | Path, str]], out: str | Path, *, smooth: int = 10) -> Path:
@@ -48,7 +51,7 @@ def plot_loss_curves(runs: Sequence[tuple[str, str | Path, str]], out: str | Pat
     for ax, (title, run, key) in zip(axes[0], runs):
         steps, values = read_losses(run, key)
         ax.plot(steps, values, color="0.75", linewidth=0.8, label=f"{key} (logged)")
-        ax.plot(steps, moving_average(values, smooth), color="C0", label=f"moving average ({smooth} points)")
+        ax.plot(steps, moving_average(values, smooth), color="C0", label=f"centred moving average ({smooth} points)")
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_title(title)
