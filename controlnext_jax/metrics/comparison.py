@@ -17,8 +17,9 @@ detector's own accuracy on the ground truth against the renderer's poses
 One detector instance serves everything and remembers each frame it has seen, so the ground
 truth is detected once, not once per run.
 
-The out folder: comparison.md, comparison.json, eval/<method>/ (each run's full report, the
-generated videos included), untrained_checkpoint/ and reference_repeated_videos/.
+The out folder: comparison.md, comparison.json, contact_sheet.png (the ground truth and each
+method at the same moments), eval/<method>/ (each run's full report, the generated videos
+included), untrained_checkpoint/ and reference_repeated_videos/.
 """
 
 from __future__ import annotations
