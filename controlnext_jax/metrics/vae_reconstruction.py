@@ -19,7 +19,7 @@ Two baselines get the same scores, so the numbers read on their own:
   information a latent grid of that resolution holds if it kept colour only. A VAE with 4
   latent channels per cell should beat it.
 
-It also reports the standard deviation of the scaled latents (posterior mean times the
+It also reports the RMS of the scaled latents (posterior mean times the
 checkpoint's `scaling_factor`): the diffusion stage assumes about 1.
 """
 
@@ -150,7 +150,7 @@ class VaeRoundTrip:
 
 
 def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionSettings = ReconstructionSettings()):
-    """Per-clip scores of the VAE and the baselines, the latents' std, and the sheet's frames."""
+    """Per-clip scores of the VAE and the baselines, the scaled latents' RMS, and the sheet's frames."""
     factor = vae_scale_factor(load_component_config(ckpt, "vae"))
     _check_settings(settings, factor)
     clips = list_clips(videos, settings.max_clips)
