@@ -1,4 +1,5 @@
-"""The demo notebook runs as committed: every cell executes and its parity numbers hold."""
+"""The demo notebooks run as committed: every cell executes and the numbers they print hold
+(parity with PyTorch; the embedded model's scores over the figure)."""
 
 import re
 from pathlib import Path
@@ -22,3 +23,6 @@ def test_notebook_executes(path, tmp_path):
     errors = [float(e) for e in re.findall(r"rel\. error vs PyTorch ([0-9.e+-]+)", text)]
     if path.name == "convert_and_compare.ipynb":
         assert len(errors) >= 4 and max(errors) <= 1e-4, text
+    if path.name == "animate_embedded_model.ipynb":
+        scores = dict(re.findall(r"(generated|reference repeated): figure PSNR ([0-9.]+) dB", text))
+        assert set(scores) == {"generated", "reference repeated"}, text

@@ -52,6 +52,11 @@ def test_wheel_holds_the_package_and_its_configs_only(wheel_env):
     repo_configs = {f"controlnext_jax/{p.relative_to(REPO / 'controlnext_jax')}"
                     for p in (REPO / "controlnext_jax" / "configs").rglob("*.yaml")}
     assert configs == repo_configs
+    # the embedded model, its example and its model card travel with the package (pyproject's package-data)
+    embedded = {f"controlnext_jax/{p.relative_to(REPO / 'controlnext_jax').as_posix()}"
+                for p in (REPO / "controlnext_jax" / "embedded").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert "controlnext_jax/embedded/checkpoint/pipeline.json" in embedded
+    assert embedded <= set(names), sorted(embedded - set(names))
 
 
 @pytest.mark.slow

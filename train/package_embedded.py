@@ -53,7 +53,7 @@ def package_example(heldout: Path, clip: str, stride: int) -> None:
     np.savez_compressed(EXAMPLE["masks"], masks=masks)
     (EXAMPLE_DIR / "SOURCE.txt").write_text(
         f"held-out synthetic clip {clip} (controlnext-synth split=heldout, docs/embedded_model.md); "
-        f"poses.mp4 = every {stride}th pose frame from frame 0\n")
+        f"poses.mp4 = the pose frames 0, {stride}, {2 * stride}, ... of the clip\n")
 
 
 def main() -> None:
