@@ -20,10 +20,8 @@ import imageio.v3 as iio
 import numpy as np
 
 from controlnext_jax.checkpoint.store import PIPELINE_FILE, SAFETENSORS_FILE, read_pipeline
-from controlnext_jax.embedded import CHECKPOINT_DIR, EXAMPLE, EXAMPLE_DIR
+from controlnext_jax.embedded import CHECKPOINT_DIR, EXAMPLE, EXAMPLE_DIR, MAX_BYTES, stored_bytes
 from controlnext_jax.pose.media import read_video, write_video
-
-MAX_BYTES = 40 * 10**6
 
 
 def package_model(model: Path) -> None:
@@ -67,7 +65,7 @@ def main() -> None:
         package_model(args.model)
     if args.heldout:
         package_example(args.heldout, args.clip, args.stride)
-    total = sum(p.stat().st_size for p in CHECKPOINT_DIR.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    total = stored_bytes()
     print(f"controlnext_jax/embedded: {total / 1e6:.1f} MB")
     if total > MAX_BYTES:
         sys.exit(f"controlnext_jax/embedded holds {total / 1e6:.1f} MB, above {MAX_BYTES / 1e6:.0f} MB")

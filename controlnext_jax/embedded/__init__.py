@@ -20,8 +20,14 @@ from controlnext_jax.errors import UserError
 EMBEDDED_DIR = Path(__file__).resolve().parent
 CHECKPOINT_DIR = EMBEDDED_DIR / "checkpoint"
 EXAMPLE_DIR = EMBEDDED_DIR / "example"
+MAX_BYTES = 40 * 10**6  # what the package may carry here: the model, its example and its card
 EXAMPLE = {"image": EXAMPLE_DIR / "reference.png", "video": EXAMPLE_DIR / "clip.mp4",
            "pose_video": EXAMPLE_DIR / "poses.mp4", "masks": EXAMPLE_DIR / "masks.npz"}
+
+
+def stored_bytes() -> int:
+    """The size of everything in this folder (checkpoint, example, card), as installed."""
+    return sum(p.stat().st_size for p in EMBEDDED_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def checkpoint() -> Path:
