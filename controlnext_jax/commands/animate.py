@@ -201,8 +201,8 @@ def animate(cfg: DictConfig, argv: list[str]) -> None:
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     write_outputs(paths, frames, poses, params["fps"], sidecar)
-    print(f"[animate] wrote {paths['out']} ({frames.shape[0]} frames, {params['width']}x{params['height']} "
-          f"at {params['fps']} fps), {paths['side_by_side'].name}, {paths['sidecar'].name}, "
+    print(f"[animate] wrote {paths['out']} ({frames.shape[0]} frames of height {params['height']} x "
+          f"width {params['width']} at {params['fps']} fps), {paths['side_by_side'].name}, {paths['sidecar'].name}, "
           f"{paths['response'].name}; compile {timings['compile_s']:.1f} s, denoise+decode "
           f"{timings['denoise_decode_s']:.1f} s, pose {timings['pose_s']:.1f} s, load {timings['load_s']:.1f} s")
 

@@ -52,6 +52,23 @@ def prepare_folder(cfg: DictConfig) -> Path:
     return out
 
 
+def check_vae_patterns(cfg: DictConfig, patterns) -> None:
+    """vae_patterns must select some of the VAE's parameters: checked on its abstract build (shapes
+    only), before the run folder exists or any weight loads."""
+    from controlnext_jax.checkpoint.store import load_component_config
+    from controlnext_jax.models.components import COMPONENTS
+    from controlnext_jax.training.trainable import matching_paths
+
+    component = COMPONENTS["vae"]
+    if cfg.ckpt is not None and "vae" not in (run_config.plain(cfg.from_scratch) or ()):
+        config = load_component_config(cfg.ckpt, "vae")
+    else:
+        config = component.config_from_dict(run_config.plain(cfg.model.vae), source="model.vae")
+    if not matching_paths(component.build_abstract(config), patterns):
+        raise UserError(f"vae_patterns={list(patterns)}: match no VAE parameter (paths look like "
+                        "'decoder.up_blocks.0.resnets.0.conv1.kernel'; ['decoder.*'] is the decoder alone)")
+
+
 def _sync(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -104,6 +121,8 @@ def train(cfg: DictConfig) -> Path:
     if cfg.data.batch_size % shards:
         raise UserError(f"data.batch_size={cfg.data.batch_size}: must be a multiple of the mesh's {shards} batch "
                         f"shards (data x fsdp of mesh.shape)")
+    if train_cfg.objective == "vae":
+        check_vae_patterns(cfg, train_cfg.vae_patterns)
     out = prepare_folder(cfg)
     record = run_record(OmegaConf.to_container(cfg, resolve=True))
     if jax.process_index() == 0:
@@ -188,7 +207,13 @@ def train(cfg: DictConfig) -> Path:
         started = time.perf_counter()
         models = trained_models(trainer, state)
         if train_cfg.objective == "vae":
-            set_measured_scaling_factor(models["vae"], data_cfg, train_cfg.compute_dtype, seed=cfg.seed)
+            from controlnext_jax.training.trainable import trains_vae_latents
+
+            if trains_vae_latents(models["vae"], train_cfg.vae_patterns):
+                set_measured_scaling_factor(models["vae"], data_cfg, train_cfg.compute_dtype, seed=cfg.seed)
+            else:  # the encoder is the checkpoint's: so are its latents and the factor a UNet was trained with
+                print(f"[train] VAE scaling_factor kept: {models['vae'].config.scaling_factor:.6g} (the encoder "
+                      "did not train)")
         export_inference(out / MODEL, models, base_ckpt=cfg.ckpt, dtype=cfg.export.dtype, record=record,
                          overwrite=True, storage=cfg.export.storage,
                          inference_defaults=run_config.plain(cfg.export.inference_defaults))

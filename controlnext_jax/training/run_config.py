@@ -48,6 +48,14 @@ def unet_patterns(cfg: DictConfig) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+def vae_patterns(cfg: DictConfig) -> tuple[str, ...]:
+    patterns = plain(cfg.vae_patterns)
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise UserError(f"vae_patterns={patterns!r}: a non-empty list of globs over dotted VAE parameter paths, "
+                        "e.g. ['*'] (the whole VAE) or ['decoder.*'] (the decoder alone)")
+    return tuple(patterns)
+
+
 def optimizer_config(cfg: DictConfig) -> OptimizerConfig:
     values = plain(cfg.optimizer)
     allowed = {f.name for f in fields(OptimizerConfig)}
@@ -84,7 +92,7 @@ def train_config(cfg: DictConfig) -> TrainConfig:
                        dropout_prob=float(cfg.conditioning_dropout),
                        ema_decay=None if cfg.ema_decay is None else float(cfg.ema_decay),
                        objective=cfg.objective, train_image_encoder=bool(cfg.train_image_encoder),
-                       kl_weight=float(cfg.kl_weight), vae_crop=vae_crop)
+                       kl_weight=float(cfg.kl_weight), vae_crop=vae_crop, vae_patterns=vae_patterns(cfg))
 
 
 def data_config(cfg: DictConfig, *, process_index: int = 0, process_count: int = 1) -> DataConfig:

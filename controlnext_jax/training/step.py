@@ -59,11 +59,14 @@ class TrainConfig:
     train_image_encoder: bool = False  # diffusion: the CLIP tower trains too (a from-scratch model)
     kl_weight: float = DEFAULT_KL_WEIGHT  # vae: weight of the mean KL against the mean L1
     vae_crop: tuple[int, int] | None = None  # vae: reconstruct random (height, width) windows; None: whole frames
+    # vae: which VAE parameters train; ("decoder.*",) keeps the encoder, hence the latent space a
+    # diffusion model was trained on, and improves only how latents become pixels
+    vae_patterns: tuple[str, ...] = ("*",)
 
     def trainable_patterns(self) -> dict[str, tuple[str, ...]]:
         """{component: parameter globs that train}; the other components are frozen whole."""
         if self.objective == "vae":
-            return {"vae": ("*",)}
+            return {"vae": tuple(self.vae_patterns)}
         patterns = {"unet": tuple(self.unet_patterns), "controlnext": ("*",)}
         if self.train_image_encoder:
             patterns["image_encoder"] = ("*",)
@@ -114,6 +117,9 @@ class Trainer:
         self._graphdefs, self._initial, self.frozen = {}, {}, {}
         for name, patterns in config.trainable_patterns().items():
             self._graphdefs[name], self._initial[name], self.frozen[name] = split_trainable(models[name], patterns)
+        if config.objective == "vae" and not jax.tree.leaves(self._initial["vae"]):
+            raise UserError(f"vae_patterns={list(config.vae_patterns)}: match no VAE parameter (paths look like "
+                            "'decoder.up_blocks.0.resnets.0.conv1.kernel')")
         for name in COMPONENT_NAMES:
             if name not in self._initial:
                 self._graphdefs[name], self.frozen[name] = nnx.split(models[name])

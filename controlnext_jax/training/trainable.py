@@ -32,6 +32,21 @@ def param_filter(patterns: Sequence[str]):
     return nnx.All(nnx.Param, matches)
 
 
+# the VAE parameters between an image and its latents: while none of them trains, the latent
+# space (and the scaling factor measured on it) is the checkpoint's
+VAE_LATENT_PATH = ("encoder.", "quant_conv.")
+
+
+def matching_paths(model: nnx.Module, patterns: Sequence[str]) -> list[str]:
+    """Dotted paths of `model`'s parameters that `patterns` select."""
+    return [dotted(path) for path, _ in nnx.to_flat_state(nnx.state(model, param_filter(patterns)))]
+
+
+def trains_vae_latents(vae: nnx.Module, patterns: Sequence[str]) -> bool:
+    """Whether training `patterns` of `vae` changes what it encodes images to."""
+    return any(p.startswith(VAE_LATENT_PATH) for p in matching_paths(vae, patterns))
+
+
 def split_trainable(model: nnx.Module, patterns: Sequence[str]):
     """model -> (graphdef, trainable State, frozen State); merge back with nnx.merge(graphdef, t, f)."""
     return nnx.split(model, param_filter(patterns), ...)
