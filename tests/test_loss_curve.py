@@ -19,13 +19,17 @@ def _run(folder, rows):
 def test_a_resumed_runs_repeated_steps_keep_their_last_record(tmp_path):
     run = _run(tmp_path / "run", [{"step": 1, "compile_s": 3.0, "loss": 0.9}, {"step": 2, "loss": 0.8},
                                   {"step": 2, "checkpoint": "x"}, {"step": 3, "loss": 0.7},
-                                  {"step": 2, "loss": 0.75}, {"step": 3, "loss": 0.65, "l1": 0.5}])
+                                  {"step": 2, "loss": 0.75}, {"step": 3, "loss": 0.65, "l1": 0.5},
+                                  {"step": 4, "compile_s": 2.0, "loss": 2.5}, {"step": 5, "loss": 0.6}])
     steps, losses = read_losses(run)
-    np.testing.assert_array_equal(steps, [1, 2, 3])
-    np.testing.assert_allclose(losses, [0.9, 0.75, 0.65])
+    # the compile records (steps 1 and 4: one step's loss each, not a mean over log.every) are left out
+    np.testing.assert_array_equal(steps, [2, 3, 5])
+    np.testing.assert_allclose(losses, [0.75, 0.65, 0.6])
     assert read_losses(run, "l1")[1].tolist() == [0.5]
     with pytest.raises(UserError, match="no 'kl' records"):
         read_losses(run, "kl")
+    only = _run(tmp_path / "short", [{"step": 1, "compile_s": 3.0, "loss": 0.9}])
+    assert read_losses(only)[1].tolist() == [0.9]  # a run with nothing else keeps it
 
 
 def test_moving_average_is_centred():

@@ -22,15 +22,18 @@ from controlnext_jax.errors import UserError  # noqa: E402
 
 def read_losses(run: str | Path, key: str = "loss") -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of `key` in <run>/metrics.jsonl, in step order; a resumed run's repeated
-    steps keep their last record."""
+    steps keep their last record. The first record of each (re)start, the one with `compile_s`,
+    holds a single step's value where the others hold means over `log.every` steps: it is left
+    out unless the run has nothing else."""
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{path}: no such file (not a controlnext-train run folder)")
-    rows = {}
+    rows, single = {}, {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if key in row and "step" in row:
-            rows[int(row["step"])] = float(row[key])
+            (single if "compile_s" in row else rows)[int(row["step"])] = float(row[key])
+    rows = rows or single
     if not rows:
         raise UserError(f"{path}: no {key!r} records")
     steps = np.array(sorted(rows))
