@@ -57,16 +57,14 @@ def check_vae_patterns(cfg: DictConfig, patterns) -> None:
     only), before the run folder exists or any weight loads."""
     from controlnext_jax.checkpoint.store import load_component_config
     from controlnext_jax.models.components import COMPONENTS
-    from controlnext_jax.training.trainable import matching_paths
+    from controlnext_jax.training.trainable import require_vae_matches
 
     component = COMPONENTS["vae"]
     if cfg.ckpt is not None and "vae" not in (run_config.plain(cfg.from_scratch) or ()):
         config = load_component_config(cfg.ckpt, "vae")
     else:
         config = component.config_from_dict(run_config.plain(cfg.model.vae), source="model.vae")
-    if not matching_paths(component.build_abstract(config), patterns):
-        raise UserError(f"vae_patterns={list(patterns)}: match no VAE parameter (paths look like "
-                        "'decoder.up_blocks.0.resnets.0.conv1.kernel'; ['decoder.*'] is the decoder alone)")
+    require_vae_matches(component.build_abstract(config), patterns)
 
 
 def _sync(name: str) -> None:

@@ -39,7 +39,7 @@ from controlnext_jax.training.models import (
 )
 from controlnext_jax.training.optimizer import OptimizerConfig, make_optimizer
 from controlnext_jax.training.sigmas import CosineInterpolated
-from controlnext_jax.training.trainable import RELEASE_UNET_PATTERNS, split_trainable
+from controlnext_jax.training.trainable import RELEASE_UNET_PATTERNS, require_vae_matches, split_trainable
 from controlnext_jax.training.vae_loss import DEFAULT_KL_WEIGHT, vae_loss
 
 OBJECTIVES = ("diffusion", "vae")
@@ -115,11 +115,10 @@ class Trainer:
         if config.objective not in OBJECTIVES:
             raise ValueError(f"TrainConfig.objective={config.objective!r}; allowed: {list(OBJECTIVES)}")
         self._graphdefs, self._initial, self.frozen = {}, {}, {}
+        if config.objective == "vae":
+            require_vae_matches(models["vae"], config.vae_patterns)
         for name, patterns in config.trainable_patterns().items():
             self._graphdefs[name], self._initial[name], self.frozen[name] = split_trainable(models[name], patterns)
-        if config.objective == "vae" and not jax.tree.leaves(self._initial["vae"]):
-            raise UserError(f"vae_patterns={list(config.vae_patterns)}: match no VAE parameter (paths look like "
-                            "'decoder.up_blocks.0.resnets.0.conv1.kernel')")
         for name in COMPONENT_NAMES:
             if name not in self._initial:
                 self._graphdefs[name], self.frozen[name] = nnx.split(models[name])

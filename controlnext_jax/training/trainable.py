@@ -14,6 +14,8 @@ from fnmatch import fnmatchcase
 
 from flax import nnx
 
+from controlnext_jax.errors import UserError
+
 RELEASE_UNET_PATTERNS = ("*",)  # the release trains the whole UNet
 MODULE_ONLY = ()
 
@@ -40,6 +42,13 @@ VAE_LATENT_PATH = ("encoder.", "quant_conv.")
 def matching_paths(model: nnx.Module, patterns: Sequence[str]) -> list[str]:
     """Dotted paths of `model`'s parameters that `patterns` select."""
     return [dotted(path) for path, _ in nnx.to_flat_state(nnx.state(model, param_filter(patterns)))]
+
+
+def require_vae_matches(vae: nnx.Module, patterns: Sequence[str]) -> None:
+    """A UserError when `patterns` (vae_patterns) select none of `vae`'s parameters (abstract or real)."""
+    if not matching_paths(vae, patterns):
+        raise UserError(f"vae_patterns={list(patterns)}: match no VAE parameter (paths look like "
+                        "'decoder.up_blocks.0.resnets.0.conv1.kernel'; ['decoder.*'] is the decoder alone)")
 
 
 def trains_vae_latents(vae: nnx.Module, patterns: Sequence[str]) -> bool:
