@@ -14,7 +14,8 @@ from controlnext_jax.cli import run_command
 def _report(cfg, argv) -> None:
     from controlnext_jax.metrics.vae_reconstruction import ReconstructionSettings, vae_reconstruction_report
 
-    settings = ReconstructionSettings(frames=cfg.frames, start=cfg.start, height=cfg.height, width=cfg.width,
+    settings = ReconstructionSettings(frames=cfg.frames, start=cfg.start, stride=cfg.stride,
+                                      height=cfg.height, width=cfg.width,
                                       max_clips=cfg.max_clips, sheet_clips=cfg.sheet_clips,
                                       sheet_frames=cfg.sheet_frames)
     out = vae_reconstruction_report(cfg.ckpt, cfg.videos, cfg.out, settings=settings, overwrite=cfg.overwrite,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from controlnext_jax.checkpoint.store import load_component
-from controlnext_jax.metrics.frame_metrics import psnr
+from controlnext_jax.metrics.frame_metrics import psnr, psnr_masked
 from controlnext_jax.metrics.vae_reconstruction import (
     ReconstructionSettings,
     contact_sheet,
@@ -143,7 +143,9 @@ def _run(argv, capsys) -> tuple[int, str]:
     (["height=30", "width=24"], "height=30: allowed: a positive multiple of 8"),
     (["height=32"], "height=32, width=None: give both or neither"),
     (["frames=0"], "frames=0: allowed: an integer >= 1"),
-    (["start=4"], "start=4 frames=8 needs 12"),
+    (["start=4"], "fewer than 12 frames, which start=4 frames=8 stride=1 need"),
+    (["stride=0"], "stride=0: allowed: an integer >= 1"),
+    (["frames=3", "stride=3"], "fewer than 7 frames, which start=0 frames=3 stride=3 need"),
 ])
 def test_bad_input_is_one_line_and_exit_2_leaving_nothing(setup, tmp_path, capsys, extra, message):
     out = tmp_path / "report"
@@ -160,3 +162,50 @@ def test_existing_out_needs_overwrite(setup, tmp_path, capsys):
     code, err = _run([f"ckpt={setup['ckpt']}", f"videos={setup['videos']}", f"out={out}"], capsys)
     assert code == 2 and "already exists" in err
     assert list(out.iterdir()) == []
+
+
+def _hand_round_trip(ckpt: Path, frames: np.ndarray) -> np.ndarray:
+    vae = load_component(ckpt, "vae", param_dtype=jnp.float32)
+    decoded = np.asarray(vae.decode(vae.encode(jnp.asarray(frames, jnp.float32) / 127.5 - 1)[0], len(frames)))
+    return np.round(np.clip(decoded.astype(np.float64) / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
+
+
+def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
+    """A controlnext-synth layout (videos/ and masks/ side by side): PSNR over the figure for the
+    VAE's round trip and for the first frame repeated, on the frames after the first."""
+    root = tmp_path / "synth"
+    (root / "videos").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("a_clip", "b_clip"):
+        write_video(root / "videos" / f"{name}.mp4", _clip(rng), fps=8)
+        masks = np.zeros((FRAMES, HEIGHT, WIDTH), bool)
+        for t in range(FRAMES):
+            masks[t, 8:24, 4 + 2 * t:8 + 2 * t] = True  # the moving bar
+        np.savez(root / "masks" / f"{name}.npz", masks=masks)
+    settings = ReconstructionSettings(frames=3, stride=2, sheet_clips=1, sheet_frames=2)
+    out = vae_reconstruction_report(setup["ckpt"], root / "videos", tmp_path / "report", settings=settings)
+    result = json.loads((out / "vae_reconstruction.json").read_text())
+    for entry in result["clips"]:
+        frames = read_clip(root / "videos" / f"{entry['clip']}.mp4", settings, 8)  # frames 0, 2, 4
+        masks = np.load(root / "masks" / f"{entry['clip']}.npz")["masks"][0:5:2]
+        repeated = np.broadcast_to(frames[:1], frames[1:].shape)
+        assert entry["figure_psnr"]["first_frame_repeated"] == pytest.approx(
+            float(np.mean(psnr_masked(repeated, frames[1:], masks[1:]))), rel=1e-9)
+        recon = _hand_round_trip(setup["ckpt"], frames)
+        # rounding of the jitted vs eager float32 decode, as in the whole-frame test above
+        assert entry["figure_psnr"]["vae"] == pytest.approx(
+            float(np.mean(psnr_masked(recon[1:], frames[1:], masks[1:]))), abs=0.05)
+    assert result["figure_psnr"]["vae"] == pytest.approx(
+        np.mean([c["figure_psnr"]["vae"] for c in result["clips"]]))
+    md = (out / "vae_reconstruction.md").read_text()
+    assert "frames 0, 2, ..., 4" in md and "the first frame repeated" in md
+    # resized frames no longer match the masks: the figure scores are left out
+    resized = vae_reconstruction_report(setup["ckpt"], root / "videos", tmp_path / "resized",
+                                        settings=ReconstructionSettings(frames=3, height=16, width=16))
+    assert json.loads((resized / "vae_reconstruction.json").read_text())["figure_psnr"] is None
+    # a clip without its masks file: one line, exit 2, nothing written
+    (root / "masks" / "b_clip.npz").unlink()
+    code, err = _run([f"ckpt={setup['ckpt']}", f"videos={root / 'videos'}", f"out={tmp_path / 'x'}", "frames=4"], capsys)
+    assert code == 2 and "b_clip.mp4 has no figure masks" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

@@ -21,6 +21,13 @@ Two baselines get the same scores, so the numbers read on their own:
 
 It also reports the RMS of the scaled latents (posterior mean times the
 checkpoint's `scaling_factor`): the diffusion stage assumes about 1.
+
+**Over the figure.** When the clips come from `controlnext-synth` (a `masks/` folder beside
+`videos/` holds each clip's figure masks), PSNR is also taken over the figure alone, on every
+frame after the first, for the VAE round trip and for the first frame repeated: the baseline a
+generated video is compared with (`eval/compare_baselines.py`). A model cannot score above its
+own VAE's round trip there, so the gap between the two is the room a UNet has to beat that
+baseline (docs/embedded_model.md).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.store import load_component, load_component_config
 from controlnext_jax.errors import UserError
 from controlnext_jax.metrics.contact_sheet import frame_grid
-from controlnext_jax.metrics.frame_metrics import l1, psnr, ssim
+from controlnext_jax.metrics.frame_metrics import l1, psnr, psnr_masked, ssim
 from controlnext_jax.pipeline.pipeline import vae_scale_factor
 from controlnext_jax.pipeline.program import decode_latents
 from controlnext_jax.pose.media import probe_video, sampled_frames
@@ -52,6 +59,7 @@ REPORT = "vae_reconstruction"
 class ReconstructionSettings:
     frames: int = 8          # frames decoded together (one temporal-decoder chunk)
     start: int = 0           # first frame of every clip
+    stride: int = 1          # frames start, start + stride, ... (the evaluation's sample_stride)
     height: int | None = None  # None: each clip's own size
     width: int | None = None
     max_clips: int = 0       # the first N clips by name; 0 = all
@@ -60,7 +68,7 @@ class ReconstructionSettings:
 
 
 def _check_settings(s: ReconstructionSettings, factor: int) -> None:
-    for name in ("frames", "sheet_frames"):
+    for name in ("frames", "stride", "sheet_frames"):
         if not isinstance(getattr(s, name), int) or getattr(s, name) < 1:
             raise UserError(f"{name}={getattr(s, name)!r}: allowed: an integer >= 1")
     for name in ("start", "max_clips", "sheet_clips"):
@@ -92,11 +100,47 @@ def read_clip(path: Path, s: ReconstructionSettings, factor: int) -> np.ndarray:
     if height % factor or width % factor:
         raise UserError(f"videos={path.parent}: {path.name} is {info.height}x{info.width}, not a multiple of the "
                         f"VAE's factor {factor}; pass height= and width=")
-    frames = list(sampled_frames(path, 1, s.frames, param="videos", info=info, start=s.start))
+    frames = list(sampled_frames(path, s.stride, s.frames, param="videos", info=info, start=s.start))
     if len(frames) < s.frames:
-        raise UserError(f"videos={path.parent}: {path.name} has {s.start + len(frames)} frames; start={s.start} "
-                        f"frames={s.frames} needs {s.start + s.frames}")
+        needed = s.start + (s.frames - 1) * s.stride + 1
+        raise UserError(f"videos={path.parent}: {path.name} has fewer than {needed} frames, which start={s.start} "
+                        f"frames={s.frames} stride={s.stride} need")
     return np.stack([prepare_reference(f, height, width) for f in frames])
+
+
+def figure_masks(clips: list[Path], s: ReconstructionSettings) -> list[np.ndarray] | None:
+    """Each clip's figure masks at the frames read (`masks/<clip>.npz` beside the videos folder,
+    as `controlnext-synth` writes them), or None when there is no such folder or the frames are
+    resized (the masks are at the clips' own size)."""
+    folder = clips[0].parent.parent / "masks"
+    if not folder.is_dir() or s.height is not None:
+        return None
+    masks = []
+    for clip in clips:
+        path = folder / f"{clip.stem}.npz"
+        if not path.is_file():
+            raise UserError(f"videos={clip.parent}: {clip.name} has no figure masks {path} (the masks folder "
+                            "beside the videos must cover every clip)")
+        with np.load(path, allow_pickle=False) as data:
+            if "masks" not in data:
+                raise UserError(f"{path}: holds no 'masks' array")
+            stack = data["masks"]
+        picked = stack[s.start:s.start + (s.frames - 1) * s.stride + 1:s.stride]
+        if stack.ndim != 3 or len(picked) < s.frames:
+            raise UserError(f"{path}: masks of shape {stack.shape}; frames start={s.start} stride={s.stride} "
+                            f"frames={s.frames} need ({s.start + (s.frames - 1) * s.stride + 1}, height, width)")
+        masks.append(picked.astype(bool))
+    return masks
+
+
+def figure_scores(recon: np.ndarray, clip: np.ndarray, masks: np.ndarray) -> dict:
+    """PSNR over the figure on frames 1.. of the clip: the VAE round trip and frame 0 repeated.
+    Frames whose mask is empty are left out of the mean."""
+    if masks.shape != clip.shape[:3]:
+        raise UserError(f"figure masks of shape {masks.shape} do not match the frames {clip.shape[:3]}")
+    repeated = np.broadcast_to(clip[:1], clip[1:].shape)
+    return {"vae": float(np.nanmean(psnr_masked(recon[1:], clip[1:], masks[1:]))),
+            "first_frame_repeated": float(np.nanmean(psnr_masked(repeated, clip[1:], masks[1:])))}
 
 
 def mean_colour_baseline(frames: np.ndarray) -> np.ndarray:
@@ -155,19 +199,26 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
     _check_settings(settings, factor)
     clips = list_clips(videos, settings.max_clips)
     frames = [read_clip(path, settings, factor) for path in clips]  # every input checked before the weights load
+    masks = figure_masks(clips, settings)
+    if settings.frames < 2 and masks is not None:
+        masks = None  # no frame after the first to score
     model = VaeRoundTrip(ckpt)
     per_clip, sheet, latent_sq, latent_n = [], [], 0.0, 0
-    for path, clip in zip(clips, frames):
+    for i, (path, clip) in enumerate(zip(clips, frames)):
         recon, latents = model(clip)
         latent_sq += float(np.sum(np.square(latents.astype(np.float64))))
         latent_n += latents.size
         per_clip.append({"clip": path.stem, "vae": scores(recon, clip),
                          "mean_colour": scores(mean_colour_baseline(clip), clip),
                          "downsampled": scores(downsampled_baseline(clip, model.factor), clip)})
+        if masks is not None:
+            per_clip[-1]["figure_psnr"] = figure_scores(recon, clip, masks[i])
         if len(sheet) < settings.sheet_clips:
             sheet.append((clip[:settings.sheet_frames], recon[:settings.sheet_frames]))
     mean = {m: {k: float(np.mean([c[m][k] for c in per_clip])) for k in per_clip[0][m]} for m in METHODS}
-    return {"clips": per_clip, "mean": mean, "scaled_latent_rms": float(np.sqrt(latent_sq / latent_n)),
+    figure = (None if masks is None else
+              {k: float(np.nanmean([c["figure_psnr"][k] for c in per_clip])) for k in per_clip[0]["figure_psnr"]})
+    return {"clips": per_clip, "mean": mean, "figure_psnr": figure, "scaled_latent_rms": float(np.sqrt(latent_sq / latent_n)),
             "scaling_factor": model.scaling_factor, "vae_factor": model.factor}, sheet
 
 
@@ -180,14 +231,20 @@ def _markdown(result: dict, header: dict) -> str:
     names = {"vae": "the VAE (posterior mean, decoded)", "mean_colour": "baseline: frame mean colour",
              "downsampled": f"baseline: {result['vae_factor']}x area-downsampled, bilinear up"}
     lines = [f"# VAE reconstruction: {header['ckpt']}", "", f"`{header['command']}`", "",
-             f"{len(result['clips'])} clips of {header['videos']}, frames {header['settings']['start']}-"
-             f"{header['settings']['start'] + header['settings']['frames'] - 1} decoded together. PSNR in dB "
-             "(peak 255); L1 and mean-colour error on [0, 1].", "",
+             f"{len(result['clips'])} clips of {header['videos']}, frames {_frames(header['settings'])} decoded "
+             "together. PSNR in dB (peak 255); L1 and mean-colour error on [0, 1].", "",
              "| reconstruction | PSNR | SSIM | L1 | mean-colour error |", "|---|---:|---:|---:|---:|"]
     for m in METHODS:
         s = result["mean"][m]
         lines.append(f"| {names[m]} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['l1']:.4f} | "
                      f"{s['mean_colour_error']:.4f} |")
+    if result["figure_psnr"] is not None:
+        f = result["figure_psnr"]
+        lines += ["", "Over the figure (the renderer's masks beside the videos), every frame after the first:", "",
+                  "| frames after the first | PSNR over the figure |", "|---|---:|",
+                  f"| the VAE's round trip (the most a generated video can score here) | {f['vae']:.2f} |",
+                  f"| the first frame repeated (the baseline a generated video must beat) | "
+                  f"{f['first_frame_repeated']:.2f} |"]
     lines += ["", f"Scaled latents (posterior mean x scaling_factor {result['scaling_factor']:.4f}): "
               f"RMS {result['scaled_latent_rms']:.3f} (the diffusion stage assumes about 1).", "",
               "| clip | PSNR | SSIM | L1 | mean-colour error |", "|---|---:|---:|---:|---:|"]
@@ -196,6 +253,12 @@ def _markdown(result: dict, header: dict) -> str:
         lines.append(f"| {c['clip']} | {s['psnr']:.2f} | {s['ssim']:.4f} | {s['l1']:.4f} | "
                      f"{s['mean_colour_error']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def _frames(settings: dict) -> str:
+    start, stride, n = settings["start"], settings.get("stride", 1), settings["frames"]
+    last = start + (n - 1) * stride
+    return f"{start}-{last}" if stride == 1 else f"{start}, {start + stride}, ..., {last}"
 
 
 def vae_reconstruction_report(ckpt: str | Path, videos: str | Path, out: str | Path, *,
