@@ -25,9 +25,10 @@ checkpoint's `scaling_factor`): the diffusion stage assumes about 1.
 **Over the figure.** When the clips come from `controlnext-synth` (a `masks/` folder beside
 `videos/` holds each clip's figure masks), PSNR is also taken over the figure alone, on every
 frame after the first, for the VAE round trip and for the first frame repeated: the baseline a
-generated video is compared with (`eval/compare_baselines.py`). A model cannot score above its
-own VAE's round trip there, so the gap between the two is the room a UNet has to beat that
-baseline (docs/embedded_model.md).
+generated video is compared with (`eval/compare_baselines.py`). A generated video is decoded by
+the same VAE, and the encoder's latents of the true frames are about the best its decoder gets,
+so the round trip is roughly the most a model on this VAE scores there, and the gap between the
+two is the room a UNet has to beat that baseline (docs/embedded_model.md).
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ def _markdown(result: dict, header: dict) -> str:
         f = result["figure_psnr"]
         lines += ["", "Over the figure (the renderer's masks beside the videos), every frame after the first:", "",
                   "| frames after the first | PSNR over the figure |", "|---|---:|",
-                  f"| the VAE's round trip (the most a generated video can score here) | {f['vae']:.2f} |",
+                  f"| the VAE's round trip (roughly the most a video decoded by this VAE scores here) | {f['vae']:.2f} |",
                   f"| the first frame repeated (the baseline a generated video must beat) | "
                   f"{f['first_frame_repeated']:.2f} |"]
     lines += ["", f"Scaled latents (posterior mean x scaling_factor {result['scaling_factor']:.4f}): "
