@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16], help="square latent sizes")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--variants", nargs="+", default=["xla", "package"], choices=sorted(VARIANTS))
+    parser.add_argument("--torch-profile", action="store_true",
+                        help="after the rounds, one more torch forward under torch.profiler: its top operators")
     args = parser.parse_args()
 
     from diffusers import UNetSpatioTemporalConditionModel
@@ -157,6 +159,11 @@ def main() -> None:
             print(f"| {latent} | JAX float32 jit, {v} | {statistics.median(times[v]):.3f} | "
                   f"{statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
                   f"{rel_err(outputs[v], ref):.1e} |", flush=True)
+        if args.torch_profile:  # where torch's time goes, to compare with the JAX kernels (bench_kernels.py)
+            with torch.profiler.profile() as prof:
+                run_torch()
+            print(f"\ntorch.profiler, one forward at {latent}:\n"
+                  + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), flush=True)
 
 
 if __name__ == "__main__":

@@ -93,10 +93,12 @@ def Linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype:
 
 # CPU convolution lowering (docs in `conv_forward`). Below this many output positions per
 # image (product of the output's spatial sizes) a k>1 convolution runs as patches @ kernel on
-# CPU: XLA:CPU's convolution kernels lose to its matmul at small feature maps (the SVD UNet's
-# 16x16..2x2 latents), while at large maps (the VAE's 64x64+) im2col's k*k-times input copy
-# costs more than it saves. Measured in BENCHMARKS.md ("CPU lowering").
-IM2COL_MAX_POSITIONS = 1024
+# CPU: XLA:CPU's convolution kernels lose to its matmul at tiny feature maps (8x8 and below,
+# above all the 2x2 level of a 16x16 latent, which XLA rewrites into a kernel-copying
+# convolution), while from 16x16 up lax.conv wins: im2col's k*k-times input copy costs more
+# than it saves (320 channels at 32x32: 80 ms im2col, 40 ms lax.conv). Quiet-machine sweep of
+# 16 .. 1024 in BENCHMARKS.md ("CPU lowering").
+IM2COL_MAX_POSITIONS = 64
 
 CONV_LOWERINGS = ("auto", "im2col", "xla")
 
