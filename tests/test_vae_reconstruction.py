@@ -204,6 +204,10 @@ def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
     resized = vae_reconstruction_report(setup["ckpt"], root / "videos", tmp_path / "resized",
                                         settings=ReconstructionSettings(frames=3, height=16, width=16))
     assert json.loads((resized / "vae_reconstruction.json").read_text())["figure_psnr"] is None
+    # masks of another size: one line, exit 2, before the weights load
+    np.savez(root / "masks" / "b_clip.npz", masks=np.zeros((FRAMES, HEIGHT, WIDTH + 8), bool))
+    code, err = _run([f"ckpt={setup['ckpt']}", f"videos={root / 'videos'}", f"out={tmp_path / 'x'}", "frames=4"], capsys)
+    assert code == 2 and "b_clip.npz: masks of shape (6, 32, 32)" in err and len(err.strip().splitlines()) == 1
     # a clip without its masks file: one line, exit 2, nothing written
     (root / "masks" / "b_clip.npz").unlink()
     code, err = _run([f"ckpt={setup['ckpt']}", f"videos={root / 'videos'}", f"out={tmp_path / 'x'}", "frames=4"], capsys)

@@ -109,15 +109,16 @@ def read_clip(path: Path, s: ReconstructionSettings, factor: int) -> np.ndarray:
     return np.stack([prepare_reference(f, height, width) for f in frames])
 
 
-def figure_masks(clips: list[Path], s: ReconstructionSettings) -> list[np.ndarray] | None:
+def figure_masks(clips: list[Path], frames: list[np.ndarray], s: ReconstructionSettings) -> list[np.ndarray] | None:
     """Each clip's figure masks at the frames read (`masks/<clip>.npz` beside the videos folder,
     as `controlnext-synth` writes them), or None when there is no such folder or the frames are
-    resized (the masks are at the clips' own size)."""
+    resized (the masks are at the clips' own size). Checked against the frames before any
+    weights load."""
     folder = clips[0].parent.parent / "masks"
     if not folder.is_dir() or s.height is not None:
         return None
     masks = []
-    for clip in clips:
+    for clip, clip_frames in zip(clips, frames):
         path = folder / f"{clip.stem}.npz"
         if not path.is_file():
             raise UserError(f"videos={clip.parent}: {clip.name} has no figure masks {path} (the masks folder "
@@ -126,10 +127,11 @@ def figure_masks(clips: list[Path], s: ReconstructionSettings) -> list[np.ndarra
             if "masks" not in data:
                 raise UserError(f"{path}: holds no 'masks' array")
             stack = data["masks"]
-        picked = stack[s.start:s.start + (s.frames - 1) * s.stride + 1:s.stride]
-        if stack.ndim != 3 or len(picked) < s.frames:
+        picked = stack[s.start:s.start + (s.frames - 1) * s.stride + 1:s.stride] if stack.ndim == 3 else stack
+        if picked.shape != clip_frames.shape[:3]:
             raise UserError(f"{path}: masks of shape {stack.shape}; frames start={s.start} stride={s.stride} "
-                            f"frames={s.frames} need ({s.start + (s.frames - 1) * s.stride + 1}, height, width)")
+                            f"frames={s.frames} of {clip.name} need ({s.start + (s.frames - 1) * s.stride + 1}, "
+                            f"{clip_frames.shape[1]}, {clip_frames.shape[2]})")
         masks.append(picked.astype(bool))
     return masks
 
@@ -137,8 +139,6 @@ def figure_masks(clips: list[Path], s: ReconstructionSettings) -> list[np.ndarra
 def figure_scores(recon: np.ndarray, clip: np.ndarray, masks: np.ndarray) -> dict:
     """PSNR over the figure on frames 1.. of the clip: the VAE round trip and frame 0 repeated.
     Frames whose mask is empty are left out of the mean."""
-    if masks.shape != clip.shape[:3]:
-        raise UserError(f"figure masks of shape {masks.shape} do not match the frames {clip.shape[:3]}")
     repeated = np.broadcast_to(clip[:1], clip[1:].shape)
     return {"vae": float(np.nanmean(psnr_masked(recon[1:], clip[1:], masks[1:]))),
             "first_frame_repeated": float(np.nanmean(psnr_masked(repeated, clip[1:], masks[1:])))}
@@ -200,7 +200,7 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
     _check_settings(settings, factor)
     clips = list_clips(videos, settings.max_clips)
     frames = [read_clip(path, settings, factor) for path in clips]  # every input checked before the weights load
-    masks = figure_masks(clips, settings)
+    masks = figure_masks(clips, frames, settings)
     if settings.frames < 2 and masks is not None:
         masks = None  # no frame after the first to score
     model = VaeRoundTrip(ckpt)
@@ -219,8 +219,8 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
     mean = {m: {k: float(np.mean([c[m][k] for c in per_clip])) for k in per_clip[0][m]} for m in METHODS}
     figure = (None if masks is None else
               {k: float(np.nanmean([c["figure_psnr"][k] for c in per_clip])) for k in per_clip[0]["figure_psnr"]})
-    return {"clips": per_clip, "mean": mean, "figure_psnr": figure, "scaled_latent_rms": float(np.sqrt(latent_sq / latent_n)),
-            "scaling_factor": model.scaling_factor, "vae_factor": model.factor}, sheet
+    return {"clips": per_clip, "mean": mean, "figure_psnr": figure,
+            "scaled_latent_rms": float(np.sqrt(latent_sq / latent_n)), "scaling_factor": model.scaling_factor, "vae_factor": model.factor}, sheet
 
 
 def contact_sheet(sheet: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
