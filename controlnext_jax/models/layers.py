@@ -96,7 +96,7 @@ def Linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype:
 # CPU: XLA:CPU's convolution kernels lose to its matmul at tiny feature maps (8x8 and below,
 # above all the 2x2 level of a 16x16 latent, which XLA rewrites into a kernel-copying
 # convolution), while from 16x16 up lax.conv wins: im2col's k*k-times input copy costs more
-# than it saves (320 channels at 32x32: 80 ms im2col, 40 ms lax.conv). Quiet-machine sweep of
+# than it saves (320 channels at 32x32: 88 ms im2col, 39 ms lax.conv). Quiet-machine sweep of
 # 16 .. 1024 in BENCHMARKS.md ("CPU lowering").
 IM2COL_MAX_POSITIONS = 64
 
