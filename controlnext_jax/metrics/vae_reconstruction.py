@@ -67,6 +67,11 @@ class ReconstructionSettings:
     sheet_clips: int = 4     # clips shown in contact_sheet.png
     sheet_frames: int = 4    # frames of each shown
 
+    @property
+    def last_frame(self) -> int:
+        """Index of the last frame read: start + (frames - 1) * stride."""
+        return self.start + (self.frames - 1) * self.stride
+
 
 def _check_settings(s: ReconstructionSettings, factor: int) -> None:
     for name in ("frames", "stride", "sheet_frames"):
@@ -103,19 +108,18 @@ def read_clip(path: Path, s: ReconstructionSettings, factor: int) -> np.ndarray:
                         f"VAE's factor {factor}; pass height= and width=")
     frames = list(sampled_frames(path, s.stride, s.frames, param="videos", info=info, start=s.start))
     if len(frames) < s.frames:
-        needed = s.start + (s.frames - 1) * s.stride + 1
-        raise UserError(f"videos={path.parent}: {path.name} has fewer than {needed} frames, which start={s.start} "
+        raise UserError(f"videos={path.parent}: {path.name} has fewer than {s.last_frame + 1} frames, which start={s.start} "
                         f"frames={s.frames} stride={s.stride} need")
     return np.stack([prepare_reference(f, height, width) for f in frames])
 
 
 def figure_masks(clips: list[Path], frames: list[np.ndarray], s: ReconstructionSettings) -> list[np.ndarray] | None:
     """Each clip's figure masks at the frames read (`masks/<clip>.npz` beside the videos folder,
-    as `controlnext-synth` writes them), or None when there is no such folder or the frames are
-    resized (the masks are at the clips' own size). Checked against the frames before any
-    weights load."""
+    as `controlnext-synth` writes them), or None when there is no such folder, the frames are
+    resized (the masks are at the clips' own size) or there is no frame after the first to
+    score. Checked against the frames before any weights load."""
     folder = clips[0].parent.parent / "masks"
-    if not folder.is_dir() or s.height is not None:
+    if not folder.is_dir() or s.height is not None or s.frames < 2:
         return None
     masks = []
     for clip, clip_frames in zip(clips, frames):
@@ -127,10 +131,10 @@ def figure_masks(clips: list[Path], frames: list[np.ndarray], s: ReconstructionS
             if "masks" not in data:
                 raise UserError(f"{path}: holds no 'masks' array")
             stack = data["masks"]
-        picked = stack[s.start:s.start + (s.frames - 1) * s.stride + 1:s.stride] if stack.ndim == 3 else stack
+        picked = stack[s.start:s.last_frame + 1:s.stride] if stack.ndim == 3 else stack
         if picked.shape != clip_frames.shape[:3]:
             raise UserError(f"{path}: masks of shape {stack.shape}; frames start={s.start} stride={s.stride} "
-                            f"frames={s.frames} of {clip.name} need ({s.start + (s.frames - 1) * s.stride + 1}, "
+                            f"frames={s.frames} of {clip.name} need ({s.last_frame + 1}, "
                             f"{clip_frames.shape[1]}, {clip_frames.shape[2]})")
         masks.append(picked.astype(bool))
     return masks
@@ -201,8 +205,6 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
     clips = list_clips(videos, settings.max_clips)
     frames = [read_clip(path, settings, factor) for path in clips]  # every input checked before the weights load
     masks = figure_masks(clips, frames, settings)
-    if settings.frames < 2 and masks is not None:
-        masks = None  # no frame after the first to score
     model = VaeRoundTrip(ckpt)
     per_clip, sheet, latent_sq, latent_n = [], [], 0.0, 0
     for i, (path, clip) in enumerate(zip(clips, frames)):
@@ -257,9 +259,8 @@ def _markdown(result: dict, header: dict) -> str:
 
 
 def _frames(settings: dict) -> str:
-    start, stride, n = settings["start"], settings.get("stride", 1), settings["frames"]
-    last = start + (n - 1) * stride
-    return f"{start}-{last}" if stride == 1 else f"{start}, {start + stride}, ..., {last}"
+    s = ReconstructionSettings(**settings)
+    return f"{s.start}-{s.last_frame}" if s.stride == 1 else f"{s.start}, {s.start + s.stride}, ..., {s.last_frame}"
 
 
 def vae_reconstruction_report(ckpt: str | Path, videos: str | Path, out: str | Path, *,
