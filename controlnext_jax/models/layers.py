@@ -93,9 +93,10 @@ def Linear(in_features: int, out_features: int, *, use_bias: bool = True, dtype:
 
 # CPU convolution lowering (docs in `conv_forward`). Below this many output positions per
 # image (product of the output's spatial sizes) a k>1 convolution runs as patches @ kernel on
-# CPU: XLA:CPU's convolution kernels lose to its matmul at tiny feature maps (8x8 and below,
+# CPU: XLA:CPU's convolution kernels lose to its matmul at tiny feature maps (4x4 and 2x2,
 # above all the 2x2 level of a 16x16 latent, which XLA rewrites into a kernel-copying
-# convolution), while from 16x16 up lax.conv wins: im2col's k*k-times input copy costs more
+# convolution; at 8x8 the two are close and the whole-UNet sweep favoured im2col there),
+# while from 16x16 up lax.conv wins: im2col's k*k-times input copy costs more
 # than it saves (320 channels at 32x32: 88 ms im2col, 39 ms lax.conv). Quiet-machine sweep of
 # 16 .. 1024 in BENCHMARKS.md ("CPU lowering").
 IM2COL_MAX_POSITIONS = 64
