@@ -244,6 +244,55 @@ def test_pairs_format_with_pose_videos_of_another_size(tmp_path):
     assert np.abs(video_red + pose_red - 255).mean() < 6  # half-size pose: coarser, still aligned
 
 
+def _figure_pairs(root, masks_shape=(LENGTH, VH, VW)):
+    """A pairs folder with one video and figure masks: the top half of even frames, the bottom
+    half of odd ones (full width, so the crop cannot move them)."""
+    for sub in ("videos", "poses", "masks"):
+        (root / sub).mkdir()
+    _write_pair(root, "a.mp4", 1)
+    masks = np.zeros(masks_shape, bool)
+    half = masks_shape[1] // 2
+    masks[0::2, :half] = True
+    masks[1::2, half:] = True
+    np.savez_compressed(root / "masks" / "a.npz", masks=masks)
+    return DataConfig(format="pairs", root=str(root), height=SIZE, width=SIZE, sample_n_frames=N,
+                      interval_frame=INTERVAL, workers=0, seed=1, figure_weight=3.0)
+
+
+def test_figure_weight_follows_the_masks_of_the_window_frames(tmp_path):
+    batches, _, _ = _take(_figure_pairs(tmp_path), 3)
+    for batch in batches:
+        assert set(batch) == {"frames", "poses", "figure_weight"}
+        ids, weight = _index(batch["frames"][0]), batch["figure_weight"][0]
+        assert weight.shape == (N, SIZE, SIZE) and weight.dtype == np.float32
+        np.testing.assert_array_equal(weight[0], 1.0)  # the reference slot is never up-weighted
+        for w, source in zip(weight[1:], ids[1:], strict=True):
+            inside, outside = (w[:SIZE // 2 - 2], w[SIZE // 2 + 2:])[::1 if source % 2 == 0 else -1]
+            np.testing.assert_allclose(inside, 4.0, atol=1e-5)  # 1 + 3 inside the figure
+            np.testing.assert_allclose(outside, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (dict(figure_weight=-1.0), r"figure_weight=-1\.0: must be a number from 0"),
+    (dict(figure_weight=True), r"figure_weight=True: must be a number"),
+    (dict(format="meta_info"), r"figure_weight=3\.0: needs format=pairs"),
+])
+def test_figure_weight_settings_are_checked(tmp_path, edit, match):
+    cfg = dataclasses.replace(_figure_pairs(tmp_path), **edit)
+    with pytest.raises(UserError, match=match):
+        check_data(cfg)
+
+
+def test_figure_weight_needs_every_mask_and_names_a_wrong_one(tmp_path):
+    cfg = _figure_pairs(tmp_path, masks_shape=(LENGTH, VH, VW - 8))
+    with pytest.raises(UserError, match=r"a\.npz: masks of shape \(24, 96, 120\), its video needs \(24, 96, 128\)"):
+        _take(dataclasses.replace(cfg, on_bad_video="stop"), 1)
+    (tmp_path / "masks" / "a.npz").unlink()
+    with pytest.raises(UserError, match=r"figure_weight=3\.0: needs the figure masks of every video.*1 of 1"):
+        check_data(cfg)
+    assert check_data(dataclasses.replace(cfg, figure_weight=0.0))[0].mask is None  # off: masks not needed
+
+
 def _bad_meta_info(data, tmp_path, names):
     entries = [{"video_path": str(data / "videos" / "v0.mp4"), "guide_path": str(data / "poses" / "v0.mp4")}]
     entries += [{"video_path": str(data / "bad" / "videos" / n), "guide_path": str(data / "bad" / "poses" / n)}

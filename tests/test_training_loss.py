@@ -7,6 +7,7 @@ docs/release_semantics.md, Training). Float32 on both sides.
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ from controlnext_jax.testing.torch_checkpoints import model_configs
 from controlnext_jax.testing.torch_sampler import build_random_release
 from controlnext_jax.testing.torch_training import release_loss
 from controlnext_jax.training.draws import Draws
+from controlnext_jax.training.loss import diffusion_loss
 from controlnext_jax.training.step import TrainConfig, Trainer, load_training_models
 
 B, F, SIZE, LATENT = 2, 3, 64, 8
@@ -108,3 +110,25 @@ def test_loss_and_gradients_match_the_torch_reference(release):
     assert grad_err <= PARITY_TOL
     assert cn_err <= PARITY_TOL
     assert aux["per_video"].shape == (B,)
+
+
+@pytest.mark.slow  # shares the tiny release built above
+def test_the_figure_weight_weighs_the_loss_as_the_hand_weight_does(release):
+    """`figure_weight` goes through the same pooling and product as the release's hand weight
+    (checked against torch above): the same map under either key gives the same loss, and the
+    two together multiply."""
+    _, trainer = release
+    batch, draws = _batch_and_draws()
+    weight = batch.pop("hand_weight")
+    models = trainer.models(trainer.init_state().trainable, trainer.frozen)
+
+    def loss(**weights) -> float:
+        value, _ = diffusion_loss(models, {**batch, **weights}, draws, scaling_factor=trainer.scaling_factor,
+                                  dtype=jnp.float32)
+        return float(value)
+
+    plain, as_hand, as_figure = loss(), loss(hand_weight=weight), loss(figure_weight=weight)
+    both = loss(hand_weight=weight, figure_weight=weight)
+    assert as_figure == pytest.approx(as_hand, rel=1e-6)
+    assert as_figure > 1.01 * plain  # weights >= 1, some 4.2
+    assert both > 1.01 * as_hand  # multiplied, not one of them ignored

@@ -7,7 +7,8 @@ videos get a smaller one; L < n is too short), the window starts uniformly in
 of the whole video. A crop of the target aspect is drawn (full width or full height, offset
 uniform), frames are antialiased-bilinear resized to (height, width) and mapped to [-1, 1],
 poses to [0, 1]; frame 0 becomes the reference and its pose (`batch.place_reference_first`).
-Hand boxes of the window frames become the loss weight (`hand_mask`).
+Hand boxes of the window frames become the loss weight (`hand_mask`), and with
+`figure_weight` the figure masks too (`figure_weight`).
 
 All randomness comes from the `rng` the caller derives per record, so a clip is a pure
 function of (record, rng). Anything wrong with the record's files raises `BadRecord`
@@ -26,6 +27,7 @@ from controlnext_jax.errors import UserError
 from controlnext_jax.pose.media import decode_frames, ffmpeg_exe, probe_video
 from controlnext_jax.training.batch import place_reference_first
 from controlnext_jax.training.data_sources import DataConfig, Record
+from controlnext_jax.training.figure_weight import figure_weight, read_figure_masks
 from controlnext_jax.training.hand_mask import draw_hand_canvas, hand_weight
 
 POSE_LENGTH_TOLERANCE = 25  # the release refuses a pose video whose length differs by 25 frames or more
@@ -77,8 +79,9 @@ def choose_crop(video_hw: tuple[int, int], target_hw: tuple[int, int],
 
 
 def load_clip(record: Record, cfg: DataConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """frames (f, H, W, 3) in [-1, 1], poses (f, H, W, 3) in [0, 1], and hand_weight (f, H, W)
-    when `cfg.use_hand_weight`; frame 0 is the reference. Raises BadRecord."""
+    """frames (f, H, W, 3) in [-1, 1], poses (f, H, W, 3) in [0, 1], hand_weight (f, H, W)
+    when `cfg.use_hand_weight` and figure_weight (f, H, W) when `cfg.figure_weight`; frame 0 is
+    the reference. Raises BadRecord."""
     info, length = _open(record.video, "video")
     pose_info, pose_length = _open(record.pose, "pose")
     if abs(pose_length - length) >= POSE_LENGTH_TOLERANCE:
@@ -106,6 +109,12 @@ def load_clip(record: Record, cfg: DataConfig, rng: np.random.Generator) -> dict
     if cfg.use_hand_weight:
         canvas = _hand_canvas(record.meta, ids, info.height, info.width)
         clip["hand_weight"] = hand_weight(canvas[:, top:top + ch, left:left + cw], size)
+    if cfg.figure_weight:
+        try:
+            masks = read_figure_masks(record.mask, length, info.height, info.width)[ids]
+        except (OSError, ValueError) as e:
+            raise BadRecord(record.mask, str(e)) from None
+        clip["figure_weight"] = figure_weight(masks[:, top:top + ch, left:left + cw], size, cfg.figure_weight)
     return clip
 
 

@@ -9,7 +9,8 @@ Two layouts (docs/release_semantics.md, Training, Data):
   relative paths against the folder of ``meta_info.json`` so that a data set can be moved.
 - ``format="pairs"``: a plain folder ``root`` holding ``videos/<name>.mp4`` and the pose video
   of each under the same file name in ``poses/``, plus optionally ``meta/<stem>.json``, the
-  per-frame hand boxes in the release's format. Pose frame i is the pose of video frame i
+  per-frame hand boxes in the release's format, and ``masks/<stem>.npz``, the figure masks
+  `controlnext-synth` writes (used by ``figure_weight``). Pose frame i is the pose of video frame i
   (lengths may differ by less than 25 frames, as the release allows); the pose video may be
   drawn at another resolution (it is cropped at the same relative place). Note that
   `controlnext-pose` writes an *inference* pose video whose frame 0 is the reference image's
@@ -27,11 +28,13 @@ import os
 from pathlib import Path
 
 from controlnext_jax.errors import UserError, require_choice, require_int
+from controlnext_jax.training.figure_weight import mask_path
 
 FORMATS = ("meta_info", "pairs")
 ON_BAD_VIDEO = ("skip", "stop")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 LATENT_FACTOR = 8  # the VAE downsamples by 8: training sizes must be multiples of it
+MAX_FIGURE_WEIGHT = 100.0  # beyond this the background would hardly train at all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +55,7 @@ class DataConfig:
     seed: int = 0
     on_bad_video: str = "skip"  # skip: warn, count and draw a replacement; stop: UserError
     hand_weight: bool | None = None  # None: on for meta_info (it carries hand boxes), off for pairs
+    figure_weight: float = 0.0  # pairs with masks/: the loss weight is 1 + this inside the figure (0: off)
 
     @property
     def use_hand_weight(self) -> bool:
@@ -73,11 +77,13 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """One training video: its file, its pose video and its optional per-frame hand meta."""
+    """One training video: its file, its pose video, its optional per-frame hand meta and
+    its optional figure masks."""
 
     video: str
     pose: str
     meta: str | None
+    mask: str | None = None
 
 
 def check_data(cfg: DataConfig) -> list[Record]:
@@ -97,10 +103,25 @@ def check_data(cfg: DataConfig) -> list[Record]:
     require_int("seed", cfg.seed, lo=0)
     if cfg.hand_weight not in (None, True, False):
         raise UserError(f"hand_weight={cfg.hand_weight!r}: must be true, false or null (on for meta_info)")
+    _check_figure_weight(cfg)
     records = _read_meta_info(cfg.meta_info_path) if cfg.format == "meta_info" else _list_pairs(cfg.root)
     if not records:
         raise UserError(f"{'meta_info' if cfg.format == 'meta_info' else 'root'}={cfg.source}: lists no video")
+    if cfg.figure_weight:
+        missing = [r.video for r in records if r.mask is None]
+        if missing:
+            raise UserError(f"figure_weight={cfg.figure_weight}: needs the figure masks of every video "
+                            f"(masks/<name>.npz beside videos/); {len(missing)} of {len(records)} have none, "
+                            f"e.g. {missing[0]}")
     return records
+
+
+def _check_figure_weight(cfg: DataConfig) -> None:
+    value = cfg.figure_weight
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_FIGURE_WEIGHT:
+        raise UserError(f"figure_weight={value!r}: must be a number from 0 (off) to {MAX_FIGURE_WEIGHT:g}")
+    if value and cfg.format != "pairs":
+        raise UserError(f"figure_weight={value}: needs format=pairs (figure masks in masks/ beside videos/)")
 
 
 def _read_meta_info(path: Path) -> list[Record]:
@@ -153,5 +174,7 @@ def _list_pairs(root: str | None) -> list[Record]:
         if video.suffix.lower() not in VIDEO_SUFFIXES or not video.is_file():
             continue
         meta = root / "meta" / f"{video.stem}.json"
-        records.append(Record(str(video), str(root / "poses" / video.name), str(meta) if meta.is_file() else None))
+        mask = mask_path(video)
+        records.append(Record(str(video), str(root / "poses" / video.name), str(meta) if meta.is_file() else None,
+                              str(mask) if mask.is_file() else None))
     return records

@@ -4,7 +4,8 @@ SVD's preconditioning with v-prediction, *not* EDM's: the noisy latents are
 latents + sigma * noise, the UNet sees them scaled by 1 / sqrt(sigma^2 + 1) with
 c_noise = 0.25 ln sigma, and its output becomes the clean estimate
 out * (-sigma / sqrt(sigma^2 + 1)) + noisy / (sigma^2 + 1) (the sampler's own functions).
-The loss is mean(weight * hand_weight * (denoised - latents)^2), weight = (1 + sigma^2) / sigma^2.
+The loss is mean(weight * hand_weight * (denoised - latents)^2), weight = (1 + sigma^2) / sigma^2;
+our optional figure weight (`figure_weight`) multiplies in the same way.
 
 Conditioning as in sampling (the shared `encode_reference` / `controlled_v`): CLIP on the
 reference before its 0.02 noise augmentation, the VAE mean of the noised reference unscaled;
@@ -53,7 +54,8 @@ def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor:
                    dropout_prob: float = CONDITIONING_DROPOUT_PROB) -> tuple[jax.Array, dict]:
     """batch: `frames` (b, f, H, W, 3) in [-1, 1] whose frame 0 is the reference, `poses`
     (b, f, H, W, 3) in [0, 1] whose frame 0 is the reference's pose (`batch.place_reference_first`),
-    optional `hand_weight` (b, f, H, W) (`hand_mask.hand_weight`). Returns (scalar float32 loss,
+    optional `hand_weight` (b, f, H, W) (`hand_mask.hand_weight`) and `figure_weight` (b, f, H, W)
+    (`figure_weight.figure_weight`). Returns (scalar float32 loss,
     {"per_video": (b,)})."""
     frames, poses = batch["frames"], batch["poses"]
     b, f = frames.shape[:2]
@@ -86,7 +88,8 @@ def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor:
     denoised = denoised_from_v(v, noisy, s)
     weight = (1.0 + s * s) / (s * s)
     err = weight * jnp.square(denoised - latents)
-    if batch.get("hand_weight") is not None:
-        err = err * pool_to_latent(batch["hand_weight"], latents.shape[2:4])
+    for key in ("hand_weight", "figure_weight"):
+        if batch.get(key) is not None:
+            err = err * pool_to_latent(batch[key], latents.shape[2:4])
     per_video = jnp.mean(err.reshape(b, -1), axis=1)
     return jnp.mean(per_video), {"per_video": per_video}
