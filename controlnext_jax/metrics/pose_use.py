@@ -1,0 +1,161 @@
+"""How much a trained UNet relies on the pose: its own training loss with the right, a wrong
+and no pose.
+
+A model that animates by the pose should denoise a clip much better with that clip's poses
+than with another clip's or with none; one that only reconstructs from the reference image and
+the noisy latents scores about the same either way. On clips cut as training cuts them
+(`training.data`, pairs layout), with the conditioning dropout off and one draw of sigma,
+noise and posterior sample per clip shared by all three rows, this computes the release's
+diffusion loss (`training.loss.diffusion_loss`, unweighted) with the ControlNeXt module fed
+
+- `own`: the clip's poses;
+- `other`: the poses of the next clip in the batch (the batch rolled by one, so every clip
+  gets a real pose sequence of another figure and motion);
+- `blank`: all zero (no figure drawn).
+
+and reports the means overall and per band of sigma (the layout of a frame is decided at high
+noise, so that is where the pose should matter most). docs/embedded_model.md quotes it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from controlnext_jax.atomic_io import atomic_folder, check_output
+from controlnext_jax.checkpoint.store import load_component_config, read_pipeline
+from controlnext_jax.errors import UserError
+from controlnext_jax.training.data import TrainingDataLoader
+from controlnext_jax.training.data_sources import DataConfig, check_data
+from controlnext_jax.training.draws import draw
+from controlnext_jax.training.loss import Models, diffusion_loss
+
+POSES = ("own", "other", "blank")
+REPORT = "pose_use"
+VAE_FACTOR = 8
+
+
+@dataclass(frozen=True)
+class PoseUseSettings:
+    clips: int = 24                  # clips scored, a multiple of batch_size
+    batch_size: int = 4              # clips per batch (>= 2: `other` takes the next clip's poses)
+    frames: int = 8                  # frames per clip, frame 0 the reference (as training cuts them)
+    interval_frame: int = 2          # every n-th frame of the video
+    height: int | None = None        # None: the checkpoint's inference_defaults
+    width: int | None = None
+    seed: int = 0                    # the clips drawn and the noise draws
+    sigma_bands: tuple[float, ...] = (0.3, 2.0)  # band edges of the per-sigma rows
+
+
+def _check(s: PoseUseSettings) -> None:
+    for name, lo in (("clips", 1), ("batch_size", 2), ("frames", 2), ("interval_frame", 1), ("seed", 0)):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise UserError(f"{name}={value!r}: allowed: an integer >= {lo}")
+    if s.clips % s.batch_size:
+        raise UserError(f"clips={s.clips}: must be a multiple of batch_size={s.batch_size}")
+    edges = list(s.sigma_bands)
+    if any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0 for e in edges) or edges != sorted(set(edges)):
+        raise UserError(f"sigma_bands={edges}: allowed: increasing positive numbers")
+
+
+def _size(ckpt: str | Path, s: PoseUseSettings) -> tuple[int, int]:
+    defaults = read_pipeline(ckpt).get("inference_defaults") or {}
+    height = s.height if s.height is not None else defaults.get("height")
+    width = s.width if s.width is not None else defaults.get("width")
+    if height is None or width is None:
+        raise UserError(f"height={s.height}, width={s.width}: the checkpoint has no inference_defaults size; give both")
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < VAE_FACTOR or value % VAE_FACTOR:
+            raise UserError(f"{name}={value!r}: allowed: a positive multiple of {VAE_FACTOR} (the VAE's factor)")
+    return height, width
+
+
+def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings = PoseUseSettings()) -> dict:
+    """{"sigma": (clips,), "own" / "other" / "blank": (clips,)} float64 arrays."""
+    from controlnext_jax.training.models import load_training_models
+
+    _check(s)
+    height, width = _size(ckpt, s)
+    data = DataConfig(format="pairs", root=str(data_root), height=height, width=width, sample_n_frames=s.frames,
+                      interval_frame=s.interval_frame, batch_size=s.batch_size, workers=0, seed=s.seed)
+    check_data(data)  # the listing, before any weights load
+    vae_config = load_component_config(ckpt, "vae")
+    m = load_training_models(ckpt, "float32")
+    models = Models(m["unet"], m["controlnext"], m["vae"], m["image_encoder"])
+    latent_hw = (height // VAE_FACTOR, width // VAE_FACTOR)
+
+    @jax.jit
+    def losses(frames, poses, key):
+        d = draw(key, batch=s.batch_size, frames=s.frames, height=height, width=width, latent_hw=latent_hw,
+                 latent_channels=vae_config.latent_channels)
+        d = d._replace(dropout_r=jnp.ones_like(d.dropout_r))  # r = 1 drops nothing
+        variants = {"own": poses, "other": jnp.roll(poses, 1, axis=0), "blank": jnp.zeros_like(poses)}
+        out = {}
+        for name, p in variants.items():
+            _, aux = diffusion_loss(models, {"frames": frames, "poses": p}, d,
+                                    scaling_factor=float(vae_config.scaling_factor), dtype=jnp.float32)
+            out[name] = aux["per_video"]
+        return out, d.sigma
+
+    rows: dict[str, list] = {name: [] for name in ("sigma", *POSES)}
+    with TrainingDataLoader(data) as loader:
+        for i in range(s.clips // s.batch_size):
+            batch = next(loader)
+            out, sigma = losses(jnp.asarray(batch["frames"]), jnp.asarray(batch["poses"]),
+                                jax.random.fold_in(jax.random.key(s.seed), i))
+            rows["sigma"].append(np.asarray(sigma))
+            for name in POSES:
+                rows[name].append(np.asarray(out[name]))
+    return {name: np.concatenate(v).astype(np.float64) for name, v in rows.items()}
+
+
+def summarise(losses: dict, sigma_bands=(0.3, 2.0)) -> list[dict]:
+    """Rows {"band", "clips", "own", "other", "blank", "other_vs_own", "blank_vs_own"}: all clips,
+    then one per sigma band (empty bands left out); *_vs_own is the relative increase."""
+    edges = [0.0, *sigma_bands, float("inf")]
+    bands = [("all", np.ones_like(losses["sigma"], bool))]
+    bands += [(f"sigma {lo:g}-{hi:g}" if np.isfinite(hi) else f"sigma >= {lo:g}",
+               (losses["sigma"] >= lo) & (losses["sigma"] < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+    rows = []
+    for label, keep in bands:
+        if not keep.any():
+            continue
+        row = {"band": label, "clips": int(keep.sum()), **{p: float(losses[p][keep].mean()) for p in POSES}}
+        row["other_vs_own"] = row["other"] / row["own"] - 1.0
+        row["blank_vs_own"] = row["blank"] / row["own"] - 1.0
+        rows.append(row)
+    return rows
+
+
+def _markdown(rows: list[dict], header: dict) -> str:
+    lines = [f"# How much the UNet uses the pose: {header['ckpt']}", "", f"`{header['command']}`", "",
+             f"The release's diffusion loss (unweighted, no conditioning dropout) on {rows[0]['clips']} clips of "
+             f"{header['data']}, one draw of sigma and noise per clip shared by the three pose inputs: the clip's own "
+             "poses, the next clip's, none. The columns on the right: how much worse a wrong or missing pose does.",
+             "", "| clips | n | own poses | another clip's | blank | another's vs own | blank vs own |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['band']} | {r['clips']} | {r['own']:.4f} | {r['other']:.4f} | {r['blank']:.4f} | "
+                     f"{100 * r['other_vs_own']:+.1f} % | {100 * r['blank_vs_own']:+.1f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def pose_use_report(ckpt: str | Path, data_root: str | Path, out: str | Path, *,
+                    settings: PoseUseSettings = PoseUseSettings(), command: str = "", overwrite: bool = False) -> Path:
+    """Write <out>/pose_use.{md,json}; nothing on failure. Returns the folder."""
+    out = check_output(out, inputs={"ckpt": ckpt, "dataset": data_root}, overwrite=overwrite)
+    losses = per_clip_losses(ckpt, data_root, settings)
+    rows = summarise(losses, settings.sigma_bands)
+    header = {"ckpt": str(ckpt), "data": str(data_root), "command": command or "(library call)",
+              "settings": asdict(settings)}
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        (tmp / f"{REPORT}.json").write_text(json.dumps(
+            {**header, "summary": rows, "clips": {k: v.tolist() for k, v in losses.items()}}, indent=1) + "\n")
+        (tmp / f"{REPORT}.md").write_text(_markdown(rows, header))
+    return out
