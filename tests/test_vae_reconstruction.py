@@ -60,6 +60,14 @@ def setup(tmp_path_factory) -> dict:
     return {"ckpt": ckpt, "videos": videos}
 
 
+def _hand_round_trip(vae, frames: np.ndarray) -> tuple[jnp.ndarray, np.ndarray]:
+    """(posterior mean, uint8 reconstruction) of the frames decoded in one temporal chunk, with
+    diffusers' post-processing written out."""
+    mean = vae.encode(jnp.asarray(frames, jnp.float32) / 127.5 - 1)[0]
+    decoded = np.asarray(vae.decode(mean, len(frames)), np.float64)
+    return mean, np.round(np.clip(decoded / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
+
+
 def test_report_matches_a_hand_written_round_trip(setup, tmp_path):
     settings = ReconstructionSettings(frames=4, start=1, sheet_clips=1, sheet_frames=3)
     out = vae_reconstruction_report(setup["ckpt"], setup["videos"], tmp_path / "report", settings=settings,
@@ -73,10 +81,7 @@ def test_report_matches_a_hand_written_round_trip(setup, tmp_path):
     for entry in result["clips"]:
         frames = read_clip(setup["videos"] / f"{entry['clip']}.mp4", settings, 8)
         assert frames.shape == (4, HEIGHT, WIDTH, 3)
-        x = jnp.asarray(frames, jnp.float32) / 127.5 - 1
-        mean = vae.encode(x)[0]
-        decoded = np.asarray(vae.decode(mean, 4), np.float64)  # the 4 frames in one temporal chunk
-        recon = np.round(np.clip(decoded / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
+        mean, recon = _hand_round_trip(vae, frames)  # the 4 frames in one temporal chunk
         # the jitted program and this eager call round the same float32 values: a pixel may land
         # on the other side of a .5 boundary, so PSNR agrees to a small tolerance, not exactly
         assert entry["vae"]["psnr"] == pytest.approx(float(np.mean(psnr(recon, frames))), abs=0.05)
@@ -164,12 +169,6 @@ def test_existing_out_needs_overwrite(setup, tmp_path, capsys):
     assert list(out.iterdir()) == []
 
 
-def _hand_round_trip(ckpt: Path, frames: np.ndarray) -> np.ndarray:
-    vae = load_component(ckpt, "vae", param_dtype=jnp.float32)
-    decoded = np.asarray(vae.decode(vae.encode(jnp.asarray(frames, jnp.float32) / 127.5 - 1)[0], len(frames)))
-    return np.round(np.clip(decoded.astype(np.float64) / 2 + 0.5, 0, 1) * 255).astype(np.uint8)
-
-
 def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
     """A controlnext-synth layout (videos/ and masks/ side by side): PSNR over the figure for the
     VAE's round trip and for the first frame repeated, on the frames after the first."""
@@ -186,13 +185,14 @@ def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
     settings = ReconstructionSettings(frames=3, stride=2, sheet_clips=1, sheet_frames=2)
     out = vae_reconstruction_report(setup["ckpt"], root / "videos", tmp_path / "report", settings=settings)
     result = json.loads((out / "vae_reconstruction.json").read_text())
+    vae = load_component(setup["ckpt"], "vae", param_dtype=jnp.float32)
     for entry in result["clips"]:
         frames = read_clip(root / "videos" / f"{entry['clip']}.mp4", settings, 8)  # frames 0, 2, 4
         masks = np.load(root / "masks" / f"{entry['clip']}.npz")["masks"][0:5:2]
         repeated = np.broadcast_to(frames[:1], frames[1:].shape)
         assert entry["figure_psnr"]["first_frame_repeated"] == pytest.approx(
             float(np.mean(psnr_masked(repeated, frames[1:], masks[1:]))), rel=1e-9)
-        recon = _hand_round_trip(setup["ckpt"], frames)
+        _, recon = _hand_round_trip(vae, frames)
         # rounding of the jitted vs eager float32 decode, as in the whole-frame test above
         assert entry["figure_psnr"]["vae"] == pytest.approx(
             float(np.mean(psnr_masked(recon[1:], frames[1:], masks[1:]))), abs=0.05)
