@@ -31,13 +31,12 @@ from controlnext_jax.atomic_io import atomic_folder, check_output
 from controlnext_jax.checkpoint.store import load_component_config, read_pipeline
 from controlnext_jax.errors import UserError
 from controlnext_jax.training.data import TrainingDataLoader
-from controlnext_jax.training.data_sources import DataConfig, check_data
+from controlnext_jax.training.data_sources import LATENT_FACTOR, DataConfig, check_data
 from controlnext_jax.training.draws import draw
 from controlnext_jax.training.loss import Models, diffusion_loss
 
 POSES = ("own", "other", "blank")
 REPORT = "pose_use"
-VAE_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -70,10 +69,7 @@ def _size(ckpt: str | Path, s: PoseUseSettings) -> tuple[int, int]:
     width = s.width if s.width is not None else defaults.get("width")
     if height is None or width is None:
         raise UserError(f"height={s.height}, width={s.width}: the checkpoint has no inference_defaults size; give both")
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < VAE_FACTOR or value % VAE_FACTOR:
-            raise UserError(f"{name}={value!r}: allowed: a positive multiple of {VAE_FACTOR} (the VAE's factor)")
-    return height, width
+    return height, width  # check_data checks them (multiples of the VAE's factor)
 
 
 def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings = PoseUseSettings()) -> dict:
@@ -88,7 +84,7 @@ def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings 
     vae_config = load_component_config(ckpt, "vae")
     m = load_training_models(ckpt, "float32")
     models = Models(m["unet"], m["controlnext"], m["vae"], m["image_encoder"])
-    latent_hw = (height // VAE_FACTOR, width // VAE_FACTOR)
+    latent_hw = (height // LATENT_FACTOR, width // LATENT_FACTOR)
 
     @jax.jit
     def losses(frames, poses, key):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from controlnext_jax.training.hand_mask import region_weight
 
 MASKS_KEY = "masks"
 
@@ -41,9 +41,5 @@ def read_figure_masks(path: str, frames: int, height: int, width: int) -> np.nda
 
 def figure_weight(masks: np.ndarray, size: tuple[int, int], gain: float) -> np.ndarray:
     """(F, h, w) masks (already cropped like the video) -> float32 (F, *size) loss weight:
-    1 + gain * the antialiased bilinear resize of the mask, frame 0 = 1."""
-    f = masks.shape[0]
-    resized = jax.image.resize(jnp.asarray(masks, jnp.float32), (f, *size), method="linear", antialias=True)
-    weight = np.array(1.0 + gain * resized, np.float32)
-    weight[0] = 1.0  # frame 0 holds the reference image, not the window's first frame
-    return weight
+    1 + gain * the antialiased bilinear resize of the mask, frame 0 = 1 (as the hand weight)."""
+    return region_weight(masks.astype(np.float32), size, gain)

@@ -41,14 +41,20 @@ def draw_hand_canvas(boxes: Sequence[Sequence[Box]], scores: Sequence[Sequence[S
     return canvas
 
 
-def hand_weight(canvas: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def region_weight(canvas: np.ndarray, size: tuple[int, int], gain: float) -> np.ndarray:
     """(F, h, w) canvas (already cropped like the video) -> float32 (F, *size) loss weight:
-    antialiased bilinear resize (torchvision's Resize on tensors), 1 + 4 * canvas, frame 0 = 1."""
+    antialiased bilinear resize (torchvision's Resize on tensors), 1 + gain * canvas, frame 0 = 1
+    (frame 0 holds the reference image, which is never up-weighted)."""
     f = canvas.shape[0]
     resized = jax.image.resize(jnp.asarray(canvas, jnp.float32), (f, *size), method="linear", antialias=True)
-    weight = np.array(1.0 + HAND_GAIN * resized, np.float32)
-    weight[0] = 1.0  # the reference frame is never up-weighted
+    weight = np.array(1.0 + gain * resized, np.float32)
+    weight[0] = 1.0
     return weight
+
+
+def hand_weight(canvas: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The release's hand weight: `region_weight` with gain 4."""
+    return region_weight(canvas, size, HAND_GAIN)
 
 
 def pool_to_latent(weight: jax.Array, latent_hw: tuple[int, int]) -> jax.Array:
