@@ -2,7 +2,8 @@
 # The GPU suite in one device call (BENCHMARKS.md, GPU suite: how to run):
 #   bash benchmarks/gpu_suite.sh RESULTS_DIR [--size full|toy] [more gpu_suite.py options]
 # Installs the wheels the caller prepared in ./wheels (benchmarks/gpu_wheels.sh: diffusers,
-# hydra-core, omegaconf, antlr4-python3-runtime, controlnext-jax; the machine has no network),
+# hydra-core, omegaconf, antlr4-python3-runtime; the machine has no network; the package itself is
+# the checkout's),
 # without dependencies and without an index, then runs benchmarks/gpu_suite.py under a global
 # time budget: items that would end after 450 s are skipped (marked), and the whole run is
 # stopped at 470 s; the table is rewritten after every item, so what was measured stays.

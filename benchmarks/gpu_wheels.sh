@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepare ./wheels for benchmarks/gpu_suite.sh on a machine with network access: the packages the
 # GPU machine lacks (it has Python 3.12 with jax, flax, optax, orbax, torch and transformers, and
-# no network), for CPython 3.12, without their dependencies, plus this project's own wheel.
+# no network), for CPython 3.12, without their dependencies. Not this project's own wheel: it holds
+# the embedded checkpoint (35 MB), and the device call carries at most 64 MiB in all, the tracked
+# tree (about 40 MB) included; benchmarks/gpu_suite.py imports the checkout's package instead.
 #   bash benchmarks/gpu_wheels.sh [WHEELS_DIR]      (default: ./wheels, which the device copy carries)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +14,7 @@ mkdir -p "$out"
   --platform manylinux2014_x86_64 --platform any -d "$out" \
   diffusers hydra-core omegaconf
 # antlr4-python3-runtime 4.9.3 (the version omegaconf pins) is published as a source archive
-# only: built into a pure-Python wheel here, with this project's own wheel
-"$python" -m pip wheel --no-deps -w "$out" antlr4-python3-runtime==4.9.3 "$here"
+# only: built into a pure-Python wheel here
+"$python" -m pip wheel --no-deps -w "$out" antlr4-python3-runtime==4.9.3
+du -ch "$out"/*.whl | tail -1
 ls -l "$out"

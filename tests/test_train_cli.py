@@ -79,6 +79,7 @@ def _args(inputs, out, **extra) -> list[str]:
     ({"log.wandb": "cloud"}, "log.wandb='cloud'"),
     ({"validation.pose_video": "/nonexistent/pose.mp4"}, "validation.pose_video"),
     ({"resume": "true"}, "holds no run to resume"),
+    ({"time_limit_s": -1}, "time_limit_s=-1: must be a number >= 0.0"),
 ])
 def test_bad_input_is_one_line_and_status_2(inputs, tmp_path, capsys, change, message):
     with pytest.raises(SystemExit) as e:
@@ -188,3 +189,10 @@ def test_killed_and_resumed_run_reproduces_the_uninterrupted_losses(inputs, tmp_
     resumed = _losses(run)
     assert sorted(resumed) == list(range(1, steps + 1))
     assert [resumed[s] for s in sorted(resumed)] == [reference[s] for s in sorted(reference)]
+
+    # a time limit already spent: one step more, then the checkpoint and the exit as at `steps`
+    code, out, err = _finish(_launch(inputs, run, cache, **{**common, "steps": steps + 100}, resume="true",
+                                     time_limit_s=0))
+    assert code == 0, err
+    assert f"time_limit_s=0 reached after step {steps + 1}" in out + err
+    assert max(_losses(run)) == steps + 1 and _committed(run, steps + 1)

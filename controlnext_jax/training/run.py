@@ -171,8 +171,13 @@ def train(cfg: DictConfig) -> Path:
         position = {**position, "seed": data_cfg.seed}
     loader = TrainingDataLoader(data_cfg, position=position)
     position = loader.state()  # the loader's position after the batches of the steps done so far
+    time_limit = cfg.get("time_limit_s")
+    loop_started = time.monotonic()
     try:
         while step < cfg.steps:
+            if time_limit is not None and step > start and time.monotonic() - loop_started >= time_limit:
+                log.message(f"[train] time_limit_s={time_limit:g} reached after step {step}")
+                break
             stop.check()
             batch = trainer.put_batch(next(loader))
             log.step_started()

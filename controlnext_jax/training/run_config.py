@@ -113,6 +113,8 @@ def data_config(cfg: DictConfig, *, process_index: int = 0, process_count: int =
 def check_run(cfg: DictConfig) -> dict:
     """Every cheap check, in the order a user fixes them; returns {"records": [...]} of the data."""
     require_int("steps", cfg.steps, 1, None)
+    if cfg.get("time_limit_s") is not None:
+        require_number("time_limit_s", cfg.time_limit_s, 0.0, None)
     require_int("seed", cfg.seed, 0, None)
     require_choice("remat", cfg.remat, REMAT_CHOICES)
     require_choice("init", cfg.init, INITS)
