@@ -74,6 +74,18 @@ def _sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _time_is_up(started: float, limit: float) -> bool:
+    """Whether `limit` seconds have passed since `started`; with several processes, process 0's
+    clock decides for all, so every process leaves the loop after the same step."""
+    up = time.monotonic() - started >= limit
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+    return up
+
+
 def build_models(cfg: DictConfig, train_cfg, mesh, rules) -> dict:
     from controlnext_jax.models.unet_blocks import set_remat
     from controlnext_jax.training.models import init_training_models, load_training_models
@@ -175,7 +187,7 @@ def train(cfg: DictConfig) -> Path:
     loop_started = time.monotonic()
     try:
         while step < cfg.steps:
-            if time_limit is not None and step > start and time.monotonic() - loop_started >= time_limit:
+            if time_limit is not None and step > start and _time_is_up(loop_started, time_limit):
                 log.message(f"[train] time_limit_s={time_limit:g} reached after step {step}")
                 break
             stop.check()
