@@ -128,6 +128,32 @@ def test_command_writes_a_folder_the_training_loader_reads(tmp_path, capsys):
     assert not loader.skipped
 
 
+def test_frame_arrays_hold_the_rendered_frames_and_train_without_ffmpeg(tmp_path, monkeypatch):
+    """video_format=npy: the frames and pose frames exactly as rendered, read by the loader with
+    neither ffmpeg writing nor ffmpeg reading."""
+    def no_ffmpeg(*args, **kwargs):
+        raise AssertionError("ffmpeg was called for frame arrays")
+
+    monkeypatch.setattr("controlnext_jax.synthetic.dataset.write_video", no_ffmpeg)
+    for name in ("probe_video", "count_frames", "decode_frames"):
+        monkeypatch.setattr(f"controlnext_jax.training.data_clip.{name}", no_ffmpeg)
+    out = tmp_path / "synth"
+    synth.main([f"out={out}", "num_clips=2", "frames=12", "height=64", "width=48", "fps=8", "seed=3",
+                "video_format=npy"])
+    manifest = json.loads((out / "dataset.json").read_text())
+    assert manifest["video_format"] == "npy"
+    first = manifest["clips"][0]
+    expected = make_clip(first["identity"], first["motion"], first["seed"], frames=12, height=64, width=48, fps=8)
+    np.testing.assert_array_equal(np.load(out / "videos" / f"{first['name']}.npy"), expected.frames)
+    np.testing.assert_array_equal(np.load(out / "poses" / f"{first['name']}.npy"), expected.pose_frames)
+    cfg = DataConfig(format="pairs", root=str(out), height=64, width=48, sample_n_frames=4, interval_frame=2,
+                     batch_size=2, workers=0, figure_weight=1.0)
+    with TrainingDataLoader(cfg) as loader:
+        batch = next(loader)
+    assert batch["frames"].shape == (2, 4, 64, 48, 3) and batch["figure_weight"].max() > 1.5
+    assert not loader.skipped
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["split=test"], "split='test': allowed values are train, heldout"),
     (["num_clips=0"], "num_clips=0"),
@@ -135,6 +161,8 @@ def test_command_writes_a_folder_the_training_loader_reads(tmp_path, capsys):
     (["fps=0"], "fps=0"),
     (["frames=2.5"], "frames=2.5"),
     (["colour=red"], "unknown parameter 'colour'"),
+    (["video_format=avi"], "video_format='avi': allowed values are mp4, npy"),
+    (["layout=eval", "video_format=npy"], "video_format=npy: layout=eval writes mp4 videos"),
 ])
 def test_command_bad_input_is_one_line(tmp_path, capsys, argv, fragment):
     out = tmp_path / "synth"

@@ -22,6 +22,7 @@ from controlnext_jax.errors import UserError
 from controlnext_jax.pose.media import write_video
 from controlnext_jax.training.data import DataConfig, TrainingDataLoader, check_data
 from controlnext_jax.training.data_clip import choose_crop, choose_frames
+from controlnext_jax.training.frame_array import write_frame_array
 
 VH, VW = 96, 128  # the synthetic videos (landscape: the square target crops their width)
 SIZE = 48  # training height and width: a crop 96 wide, resized by 1/2
@@ -242,6 +243,83 @@ def test_pairs_format_with_pose_videos_of_another_size(tmp_path):
     pose_red = batch["poses"][0, ..., 0] * 255
     np.testing.assert_allclose((video_red + pose_red).mean(), 255, atol=3)
     assert np.abs(video_red + pose_red - 255).mean() < 6  # half-size pose: coarser, still aligned
+
+
+def _array_pair(root, name, video, length=LENGTH, seed=0):
+    """The frames `_write_pair` encodes, as frame arrays; returned as (frames, poses) uint8."""
+    for sub in ("videos", "poses"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed + 100 * video)
+    frames = np.stack([_frame(i, video, rng) for i in range(length)])
+    poses = np.stack([_frame(i, video, rng, True) for i in range(length)])
+    write_frame_array(root / "videos" / f"{name}.npy", frames)
+    write_frame_array(root / "poses" / f"{name}.npy", poses)
+    return frames, poses
+
+
+def test_frame_arrays_load_like_their_videos_and_never_call_ffmpeg(tmp_path, monkeypatch):
+    """The same frames as frame arrays and as mp4: the same draws give the same clips, exact for
+    the arrays (lossless) and within mp4's error for the videos; the arrays need no ffmpeg."""
+    cfg = dict(format="pairs", height=SIZE, width=SIZE, sample_n_frames=N, interval_frame=INTERVAL, batch_size=2,
+               workers=0, seed=4)
+    for sub in ("videos", "poses"):
+        (tmp_path / "mp4" / sub).mkdir(parents=True)
+    for k in range(2):
+        _write_pair(tmp_path / "mp4", f"v{k}.mp4", k)
+        _array_pair(tmp_path / "npy", f"v{k}", k)
+    from_videos, _, _ = _take(DataConfig(root=str(tmp_path / "mp4"), **cfg), 3)
+
+    def no_ffmpeg(*args, **kwargs):
+        raise AssertionError("ffmpeg was called for a frame array")
+
+    for name in ("probe_video", "count_frames", "decode_frames"):
+        monkeypatch.setattr(f"controlnext_jax.training.data_clip.{name}", no_ffmpeg)
+    from_arrays, state, loader = _take(DataConfig(root=str(tmp_path / "npy"), **cfg), 3)
+    assert not loader.skipped and state["records"] == 2
+    for a, v in zip(from_arrays, from_videos, strict=True):
+        for key in ("frames", "poses"):
+            assert a[key].shape == v[key].shape == (2, N, SIZE, SIZE, 3)
+            # mp4 (crf 18, chroma subsampled) moves a level by about 2 of 255, a few pixels by 4: each
+            # frame's channel means within LEVEL_TOL, the pixels within half of it on average (1.3 seen)
+            scale = 255 / 2 if key == "frames" else 255
+            np.testing.assert_allclose(a[key].mean((2, 3)) * scale, v[key].mean((2, 3)) * scale, atol=LEVEL_TOL)
+            assert np.abs(a[key] - v[key]).mean() * scale < LEVEL_TOL / 2
+        for clip in a["frames"]:
+            ids = _index(clip)
+            assert np.all(np.diff(ids[1:]) == INTERVAL)
+            # lossless: the green level is exactly 8 i + 4 after an exact-size resize of a flat colour
+            assert np.abs((clip[..., 1] + 1) / 2 * 255 - (8 * ids + 4)[:, None, None]).max() < 1e-3
+
+
+def test_validation_video_inputs_come_from_frame_arrays(tmp_path):
+    """controlnext-train's default validation inputs (frame 0 of the first training clip and its pose
+    frames) read from frame arrays as from videos."""
+    from controlnext_jax.pose.video import prepare_reference
+    from controlnext_jax.training.validation_video import ValidationVideo
+
+    frames, poses = _array_pair(tmp_path, "a", 1)
+    record = check_data(DataConfig(format="pairs", root=str(tmp_path)))[0]
+    video = ValidationVideo(tmp_path / "run", image=None, pose_video=None, first_record=record, height=SIZE,
+                            width=SIZE, frames=3, num_inference_steps=2, guidance_scale=2.0, scheduler=None)
+    np.testing.assert_array_equal(video.image, prepare_reference(frames[0], SIZE, SIZE))
+    np.testing.assert_array_equal(video.poses, np.stack([prepare_reference(p, SIZE, SIZE) for p in poses[:3]]))
+
+
+@pytest.mark.parametrize("write, reason", [
+    (lambda p: np.save(p, np.empty((LENGTH, VH, VW, 3), object), allow_pickle=True), "not a frame array"),
+    (lambda p: np.save(p, np.zeros((LENGTH, VH, VW, 3), np.float32)), "holds a float32 array"),
+    (lambda p: np.save(p, np.zeros((LENGTH, VH, VW), np.uint8)), r"shape \(24, 96, 128\)"),
+    (lambda p: p.write_bytes(np.random.default_rng(0).bytes(500)), "not a frame array"),
+    (lambda p: np.save(p, np.zeros((N - 1, VH, VW, 3), np.uint8)), "too short"),
+])
+def test_bad_frame_arrays_are_named_and_never_unpickled(tmp_path, write, reason):
+    _array_pair(tmp_path, "a", 0)
+    write(tmp_path / "videos" / "a.npy")
+    cfg = DataConfig(format="pairs", root=str(tmp_path), height=SIZE, width=SIZE, sample_n_frames=N,
+                     interval_frame=INTERVAL, workers=0, on_bad_video="stop")
+    with pytest.raises(UserError, match=rf"a\.npy: .*{reason}") as err:
+        _take(cfg, 1)
+    assert "\n" not in str(err.value)
 
 
 def _figure_pairs(root, masks_shape=(LENGTH, VH, VW)):

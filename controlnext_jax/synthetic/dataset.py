@@ -8,8 +8,8 @@ motion as ground truth for evaluation.
 
 `write_dataset` writes a split (docs/synthetic_data.md):
 
-    out/videos/<name>.mp4      the rendered clip
-    out/poses/<name>.mp4       its pose video, frame i the pose of frame i
+    out/videos/<name>.mp4      the rendered clip (with video_format="npy": <name>.npy, a frame array
+    out/poses/<name>.mp4       its pose video, frame i the pose of frame i     that needs no ffmpeg)
     out/keypoints/<name>.json  keypoints (pixels), visibility, and what the clip is
     out/masks/<name>.npz       `masks`: (frames, height, width) bool
     out/dataset.json           the split, its parameters and the list of clips
@@ -36,8 +36,10 @@ from controlnext_jax.synthetic.identity import make_identity
 from controlnext_jax.synthetic.motion import MOTIONS, Track, draw_params, motion_track
 from controlnext_jax.synthetic.render import View, camera_path, light_direction, make_background, render_frame
 from controlnext_jax.synthetic.skeleton import JOINT, bone_lengths
+from controlnext_jax.training.frame_array import write_frame_array
 
 DEFAULT_FPS = 15.0
+VIDEO_FORMATS = ("mp4", "npy")  # npy: frame arrays (controlnext_jax/training/frame_array.py), no ffmpeg needed
 KEYPOINT_MARGIN = 0.04  # body units kept between the figure's outermost points and the frame edge
 _SALT = 0xC11B  # keeps clip streams apart from identity streams
 
@@ -165,9 +167,11 @@ def clip_plan(split: str, num_clips: int, seed: int) -> list[dict]:
 
 
 def write_dataset(out: str | Path, *, split: str, num_clips: int, frames: int, height: int, width: int, seed: int,
-                  fps: float = DEFAULT_FPS, overwrite: bool = False, progress: bool = False) -> Path:
+                  fps: float = DEFAULT_FPS, video_format: str = "mp4", overwrite: bool = False,
+                  progress: bool = False) -> Path:
     """Render a split into the folder `out` (all or nothing); returns its absolute path."""
     frames, height, width, fps = _check_size(frames, height, width, fps)
+    require_choice("video_format", video_format, VIDEO_FORMATS)
     plan = clip_plan(split, num_clips, seed)
     overwrite = bool(overwrite)
     out = check_output(out, inputs={}, overwrite=overwrite)
@@ -177,8 +181,12 @@ def write_dataset(out: str | Path, *, split: str, num_clips: int, frames: int, h
         for k, entry in enumerate(plan):
             clip = make_clip(entry["identity"], entry["motion"], entry["seed"], frames, height, width, fps)
             name = entry["name"]
-            write_video(tmp / "videos" / f"{name}.mp4", clip.frames, fps)
-            write_video(tmp / "poses" / f"{name}.mp4", clip.pose_frames, fps)
+            if video_format == "npy":
+                write_frame_array(tmp / "videos" / f"{name}.npy", clip.frames)
+                write_frame_array(tmp / "poses" / f"{name}.npy", clip.pose_frames)
+            else:
+                write_video(tmp / "videos" / f"{name}.mp4", clip.frames, fps)
+                write_video(tmp / "poses" / f"{name}.mp4", clip.pose_frames, fps)
             record = {**entry, "split": split, "height": height, "width": width, "fps": fps,
                       "joints": [name for name, _ in sorted(JOINT.items(), key=lambda kv: kv[1])],
                       "keypoints": np.round(clip.keypoints, 3).tolist(), "visible": clip.visible.tolist()}
@@ -187,7 +195,7 @@ def write_dataset(out: str | Path, *, split: str, num_clips: int, frames: int, h
             if progress:
                 print(f"[synth] {k + 1}/{len(plan)} {name}", flush=True)
         manifest = {"split": split, "seed": seed, "num_clips": len(plan), "frames": frames, "height": height,
-                    "width": width, "fps": fps, "identities": [SPLITS[split].identities.start,
+                    "width": width, "fps": fps, "video_format": video_format, "identities": [SPLITS[split].identities.start,
                                                                SPLITS[split].identities.stop],
                     "motions": list(SPLITS[split].motions), "clips": plan}
         (tmp / "dataset.json").write_text(json.dumps(manifest, indent=1))

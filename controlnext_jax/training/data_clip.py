@@ -10,6 +10,9 @@ poses to [0, 1]; frame 0 becomes the reference and its pose (`batch.place_refere
 Hand boxes of the window frames become the loss weight (`hand_mask`), and with
 `figure_weight` the figure masks too (`figure_weight`).
 
+A video or pose video may be a frame array (`frame_array`, `.npy`): its length and size are
+read from the array's header and only the wanted frames from the memory map, with no ffmpeg.
+
 All randomness comes from the `rng` the caller derives per record, so a clip is a pure
 function of (record, rng). Anything wrong with the record's files raises `BadRecord`
 naming the file; the loader decides whether to skip it.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -28,6 +32,7 @@ from controlnext_jax.pose.media import decode_frames, ffmpeg_exe, probe_video
 from controlnext_jax.training.batch import place_reference_first
 from controlnext_jax.training.data_sources import DataConfig, Record
 from controlnext_jax.training.figure_weight import figure_weight, read_figure_masks
+from controlnext_jax.training.frame_array import is_frame_array, open_frame_array
 from controlnext_jax.training.hand_mask import draw_hand_canvas, hand_weight
 
 POSE_LENGTH_TOLERANCE = 25  # the release refuses a pose video whose length differs by 25 frames or more
@@ -118,7 +123,17 @@ def load_clip(record: Record, cfg: DataConfig, rng: np.random.Generator) -> dict
     return clip
 
 
+class _ArraySize(NamedTuple):
+    """A frame array's frame size (what `load_clip` uses of a video's `VideoInfo`)."""
+
+    height: int
+    width: int
+
+
 def _open(path: str, param: str):
+    if is_frame_array(path):
+        frames = _open_array(path)
+        return _ArraySize(frames.shape[1], frames.shape[2]), frames.shape[0]
     try:
         info = probe_video(path, param)
         return info, count_frames(path, param)
@@ -129,6 +144,11 @@ def _open(path: str, param: str):
 def _read_frames(path: str, param: str, info, wanted: list[int]) -> dict[int, np.ndarray]:
     """The frames at the sorted indices `wanted`: decoded in order up to the last one only
     (video decoding is sequential; nothing after the last wanted frame is decoded)."""
+    if is_frame_array(path):
+        array = _open_array(path)
+        if wanted[-1] >= len(array):
+            raise BadRecord(path, f"has {len(array)} frames, frame {wanted[-1]} is needed")
+        return {index: np.array(array[index]) for index in wanted}
     keep, frames, count = set(wanted), {}, 0
     stream = decode_frames(path, param, info)
     try:
@@ -145,6 +165,13 @@ def _read_frames(path: str, param: str, info, wanted: list[int]) -> dict[int, np
     if len(frames) < len(keep):
         raise BadRecord(path, f"decoding ended before frame {wanted[-1]} (it has {count} frames)")
     return frames
+
+
+def _open_array(path: str) -> np.ndarray:
+    try:
+        return open_frame_array(path)
+    except ValueError as e:
+        raise BadRecord(path, str(e)) from None
 
 
 def _resize(frames: list[np.ndarray], box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:

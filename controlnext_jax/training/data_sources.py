@@ -10,7 +10,8 @@ Two layouts (docs/release_semantics.md, Training, Data):
 - ``format="pairs"``: a plain folder ``root`` holding ``videos/<name>.mp4`` and the pose video
   of each under the same file name in ``poses/``, plus optionally ``meta/<stem>.json``, the
   per-frame hand boxes in the release's format, and ``masks/<stem>.npz``, the figure masks
-  `controlnext-synth` writes (used by ``figure_weight``). Pose frame i is the pose of video frame i
+  `controlnext-synth` writes (used by ``figure_weight``). Either layout may give frame arrays
+  (``.npy``, `frame_array`) instead of videos, which need no ffmpeg. Pose frame i is the pose of video frame i
   (lengths may differ by less than 25 frames, as the release allows); the pose video may be
   drawn at another resolution (it is cropped at the same relative place). Note that
   `controlnext-pose` writes an *inference* pose video whose frame 0 is the reference image's
@@ -29,10 +30,11 @@ from pathlib import Path
 
 from controlnext_jax.errors import UserError, require_choice, require_int
 from controlnext_jax.training.figure_weight import mask_path
+from controlnext_jax.training.frame_array import FRAME_ARRAY_SUFFIX
 
 FORMATS = ("meta_info", "pairs")
 ON_BAD_VIDEO = ("skip", "stop")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", FRAME_ARRAY_SUFFIX)  # pairs: the files listed in videos/
 LATENT_FACTOR = 8  # the VAE downsamples by 8: training sizes must be multiples of it
 MAX_FIGURE_WEIGHT = 100.0  # beyond this the background would hardly train at all
 
@@ -166,9 +168,11 @@ def _list_pairs(root: str | None) -> list[Record]:
         raise UserError(f"root={root}: {'not a folder' if root.exists() else 'folder not found'}")
     videos = root / "videos"
     if not videos.is_dir():
-        raise UserError(f"root={root}: has no videos/ folder (pairs: videos/<name>.mp4 and poses/<name>.mp4)")
+        raise UserError(f"root={root}: has no videos/ folder (pairs: videos/<name>.mp4 and poses/<name>.mp4, "
+                        f"or .npy frame arrays)")
     if not (root / "poses").is_dir():
-        raise UserError(f"root={root}: has no poses/ folder (pairs: videos/<name>.mp4 and poses/<name>.mp4)")
+        raise UserError(f"root={root}: has no poses/ folder (pairs: videos/<name>.mp4 and poses/<name>.mp4, "
+                        f"or .npy frame arrays)")
     records = []
     for video in sorted(videos.iterdir()):  # sorted: the record order, hence the stream, is fixed
         if video.suffix.lower() not in VIDEO_SUFFIXES or not video.is_file():
