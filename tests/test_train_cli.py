@@ -80,6 +80,7 @@ def _args(inputs, out, **extra) -> list[str]:
     ({"validation.pose_video": "/nonexistent/pose.mp4"}, "validation.pose_video"),
     ({"resume": "true"}, "holds no run to resume"),
     ({"time_limit_s": -1}, "time_limit_s=-1: must be a number >= 0.0"),
+    ({"control_scale": 0}, "control_scale=0: must be a number in 0.1..10.0"),
 ])
 def test_bad_input_is_one_line_and_status_2(inputs, tmp_path, capsys, change, message):
     with pytest.raises(SystemExit) as e:
@@ -102,6 +103,22 @@ def test_the_checkpoint_and_the_run_folder_are_checked(inputs, tmp_path, capsys)
     with pytest.raises(SystemExit) as e:  # the run folder may not hold the data it reads
         main(_args(inputs, inputs["data"] / "run"))
     assert e.value.code == 2 and "data.root" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("objective, control_scale, given, recorded", [
+    ("diffusion", 1.0, {"height": 128}, {"height": 128}),  # the release's weight: nothing to record
+    ("diffusion", 4.0, {"height": 128}, {"height": 128, "controlnext_cond_scale": 4.0}),
+    ("diffusion", 4.0, {"controlnext_cond_scale": 2.0}, {"controlnext_cond_scale": 2.0}),  # the user's wins
+    ("vae", 4.0, {}, {}),  # the VAE stage trains no control
+])
+def test_the_export_records_the_control_scale_a_model_was_trained_at(objective, control_scale, given, recorded):
+    from omegaconf import OmegaConf
+
+    from controlnext_jax.training.run_config import inference_defaults
+
+    cfg = OmegaConf.create({"objective": objective, "control_scale": control_scale,
+                            "export": {"inference_defaults": given}})
+    assert inference_defaults(cfg) == recorded
 
 
 # ------------------------------------------------------------------------------- kill and resume

@@ -132,3 +132,23 @@ def test_the_figure_weight_weighs_the_loss_as_the_hand_weight_does(release):
     assert as_figure == pytest.approx(as_hand, rel=1e-6)
     assert as_figure > 1.01 * plain  # weights >= 1, some 4.2
     assert both > 1.01 * as_hand  # multiplied, not one of them ignored
+
+
+@pytest.mark.slow  # shares the tiny release built above
+def test_control_scale_weighs_the_control_as_the_torch_reference_does(release):
+    """control_scale=s multiplies the control's 0.2 in the UNet, in the loss as in the torch reference
+    with the same s; it moves the loss (not ignored), and at s=1 the loss is the release's."""
+    models, trainer = release
+    batch, draws = _batch_and_draws()
+    merged = trainer.models(trainer.init_state().trainable, trainer.frozen)
+    draw_args = {k: v for k, v in draws._asdict().items() if k != "crop_u"}
+    losses = {}
+    for scale in (1.0, 4.0):
+        value, _ = diffusion_loss(merged, batch, draws, scaling_factor=trainer.scaling_factor, dtype=jnp.float32,
+                                  control_scale=scale)
+        with torch.no_grad():
+            ref = release_loss(models, batch["frames"], batch["poses"], scaling_factor=trainer.scaling_factor,
+                               hand_weight=batch["hand_weight"], control_scale=scale, **draw_args).item()
+        assert abs(float(value) - ref) / abs(ref) <= PARITY_TOL, (scale, float(value), ref)
+        losses[scale] = float(value)
+    assert abs(losses[4.0] - losses[1.0]) > 1e-3 * losses[1.0], losses

@@ -25,12 +25,12 @@ def _nchw(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 def release_loss(models: dict, frames: np.ndarray, poses: np.ndarray, *, sigma: np.ndarray, noise: np.ndarray,
                  latent_eps: np.ndarray, image_noise: np.ndarray, dropout_r: np.ndarray, scaling_factor: float,
-                 hand_weight: np.ndarray | None = None, dropout_prob: float = 0.1,
+                 hand_weight: np.ndarray | None = None, dropout_prob: float = 0.1, control_scale: float = 1.0,
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The release's loss of one batch, float32. frames (b, f, H, W, 3) in [-1, 1] with the reference
     first; poses (b, f, H, W, 3) in [0, 1]; sigma (b,); noise / latent_eps (b, f, h, w, 4)
     channels-last; image_noise (b, H, W, 3); dropout_r (b,); hand_weight (b, f, H, W) or None.
-    `dtype` is the dtype of the inputs; the models' own dtype must match (float64 gives a
+    `control_scale` multiplies the control's 0.2 (the release's module: 1.0). `dtype` is the dtype of the inputs; the models' own dtype must match (float64 gives a
     rounding-free reference of the float32 computations)."""
     unet, vae, image_encoder, controlnext = (models[k] for k in ("unet", "vae", "image_encoder", "controlnext"))
     x = _nchw(frames, dtype)  # (b, f, 3, H, W)
@@ -61,7 +61,7 @@ def release_loss(models: dict, frames: np.ndarray, poses: np.ndarray, *, sigma: 
     ids = torch.tensor([[6.0, 127.0, 0.02]], dtype=dtype).repeat(b, 1)
 
     control = controlnext(_nchw(poses, dtype), timesteps)
-    handle = hook_control_into_unet(unet, control, 1.0)
+    handle = hook_control_into_unet(unet, control, control_scale)
     try:
         v = unet(model_in, timesteps, encoder_hidden_states=embeds, added_time_ids=ids).sample
     finally:

@@ -51,11 +51,13 @@ def target_latents(vae, frames: jax.Array, eps: jax.Array, scaling_factor: float
 
 
 def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor: float, dtype,
-                   dropout_prob: float = CONDITIONING_DROPOUT_PROB) -> tuple[jax.Array, dict]:
+                   dropout_prob: float = CONDITIONING_DROPOUT_PROB, control_scale: float = 1.0
+                   ) -> tuple[jax.Array, dict]:
     """batch: `frames` (b, f, H, W, 3) in [-1, 1] whose frame 0 is the reference, `poses`
     (b, f, H, W, 3) in [0, 1] whose frame 0 is the reference's pose (`batch.place_reference_first`),
     optional `hand_weight` (b, f, H, W) (`hand_mask.hand_weight`) and `figure_weight` (b, f, H, W)
-    (`figure_weight.figure_weight`). Returns (scalar float32 loss,
+    (`figure_weight.figure_weight`). `control_scale` multiplies the control's weight 0.2 in the
+    UNet (the release trains at 1.0; `controlnext_cond_scale` at inference). Returns (scalar float32 loss,
     {"per_video": (b,)})."""
     frames, poses = batch["frames"], batch["poses"]
     b, f = frames.shape[:2]
@@ -82,7 +84,7 @@ def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor:
     control = models.controlnext(poses.astype(dtype), c_noise)  # (b*f, hc, wc, C)
     ids = jnp.asarray(TRAINING_ADDED_TIME_IDS, jnp.float32)
     v = controlled_v(models.unet, scale_model_input(noisy, s), ref_latents, c_noise, context, ids, control,
-                     jnp.float32(1.0), unet_dtype=dtype)
+                     jnp.float32(control_scale), unet_dtype=dtype)
 
     # 6. weighted squared error of the clean estimate, hand regions weighted up
     denoised = denoised_from_v(v, noisy, s)

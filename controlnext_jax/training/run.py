@@ -163,7 +163,8 @@ def train(cfg: DictConfig) -> Path:
                                      first_record=checked["records"][0], height=data_cfg.height,
                                      width=data_cfg.width, frames=cfg.validation.frames,
                                      num_inference_steps=cfg.validation.num_inference_steps,
-                                     guidance_scale=cfg.validation.guidance_scale, scheduler=scheduler_dict(cfg))
+                                     guidance_scale=cfg.validation.guidance_scale, scheduler=scheduler_dict(cfg),
+                                     control_scale=float(cfg.control_scale))
     log = RunLog(out, record=record, every=cfg.log.every, total_steps=cfg.steps, start_step=start,
                  samples_per_step=cfg.data.batch_size, wandb_setting=cfg.log.wandb, project=cfg.log.wandb_project,
                  progress=cfg.log.progress, learning_rate=learning_rate_schedule(train_cfg.optimizer))
@@ -231,7 +232,7 @@ def train(cfg: DictConfig) -> Path:
                       "did not train)")
         export_inference(out / MODEL, models, base_ckpt=cfg.ckpt, dtype=cfg.export.dtype, record=record,
                          overwrite=True, storage=cfg.export.storage,
-                         inference_defaults=run_config.plain(cfg.export.inference_defaults))
+                         inference_defaults=run_config.inference_defaults(cfg))
         print(f"[train] exported {out / MODEL} in {time.perf_counter() - started:.1f} s "
               f"({'EMA' if state.ema is not None else 'trained'} weights)")
     return out

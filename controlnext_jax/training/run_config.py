@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from controlnext_jax.checkpoint.store import STORAGES
+from controlnext_jax.endpoint import PARAMETERS
 from controlnext_jax.errors import UserError, require_choice, require_int, require_number
 from controlnext_jax.models.unet_blocks import REMAT_CHOICES
 from controlnext_jax.pipeline.validation import validate_params
@@ -24,6 +25,9 @@ from controlnext_jax.training.optimizer import OptimizerConfig
 from controlnext_jax.training.sigmas import SIGMA_SAMPLERS
 from controlnext_jax.training.step import OBJECTIVES, TrainConfig
 from controlnext_jax.training.trainable import MODULE_ONLY, RELEASE_UNET_PATTERNS
+
+# a model trained at control_scale s is animated at controlnext_cond_scale s: the same range
+CONTROL_SCALE_RANGE = (PARAMETERS["controlnext_cond_scale"].low, PARAMETERS["controlnext_cond_scale"].high)
 
 TRAINABLE = ("release", "module", "patterns")
 COMPUTE_DTYPES = ("bfloat16", "float32")
@@ -72,6 +76,7 @@ def train_config(cfg: DictConfig) -> TrainConfig:
     require_choice("compute_dtype", cfg.compute_dtype, COMPUTE_DTYPES)
     require_choice("sigma_sampler", cfg.sigma_sampler, tuple(SIGMA_SAMPLERS))
     require_number("conditioning_dropout", cfg.conditioning_dropout, 0.0, 1.0 / 3.0)
+    require_number("control_scale", cfg.control_scale, *CONTROL_SCALE_RANGE)
     if cfg.ema_decay is not None:
         require_number("ema_decay", cfg.ema_decay, 0.0, 1.0)
     require_choice("objective", cfg.objective, OBJECTIVES)
@@ -89,7 +94,7 @@ def train_config(cfg: DictConfig) -> TrainConfig:
         vae_crop = tuple(vae_crop)
     return TrainConfig(optimizer=optimizer_config(cfg), unet_patterns=unet_patterns(cfg),
                        compute_dtype=cfg.compute_dtype, sigma_sampler=SIGMA_SAMPLERS[cfg.sigma_sampler](),
-                       dropout_prob=float(cfg.conditioning_dropout),
+                       dropout_prob=float(cfg.conditioning_dropout), control_scale=float(cfg.control_scale),
                        ema_decay=None if cfg.ema_decay is None else float(cfg.ema_decay),
                        objective=cfg.objective, train_image_encoder=bool(cfg.train_image_encoder),
                        kl_weight=float(cfg.kl_weight), vae_crop=vae_crop, vae_patterns=vae_patterns(cfg))
@@ -162,6 +167,16 @@ def check_run(cfg: DictConfig) -> dict:
         if path is not None and not Path(path).is_file():
             raise UserError(f"validation.{key}={path}: no such file")
     return {"records": records}
+
+
+def inference_defaults(cfg: DictConfig) -> dict:
+    """The animate parameters the export records (pipeline.json): `export.inference_defaults`, plus
+    `controlnext_cond_scale` = `control_scale` for a model trained at another control weight than
+    the release's, unless the user set it there."""
+    defaults = dict(plain(cfg.export.inference_defaults) or {})
+    if cfg.objective == "diffusion" and float(cfg.control_scale) != 1.0:
+        defaults.setdefault("controlnext_cond_scale", float(cfg.control_scale))
+    return defaults
 
 
 def input_paths(cfg: DictConfig) -> dict[str, str | None]:

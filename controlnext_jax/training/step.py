@@ -52,6 +52,7 @@ class TrainConfig:
     compute_dtype: str = "bfloat16"  # must be the dtype the models' layers were built with
     sigma_sampler: Any = field(default_factory=CosineInterpolated)
     dropout_prob: float = CONDITIONING_DROPOUT_PROB
+    control_scale: float = 1.0  # diffusion: the pose control's weight, x 0.2 (the release: 1.0)
     ema_decay: float | None = None  # e.g. 0.9999 (diffusers' EMAModel default); None: no EMA
     # diffusion: the release's loss, the ControlNeXt module + UNet patterns train; vae: the VAE
     # alone on reconstruction + KL (training/vae_loss.py), the first stage of a from-scratch model
@@ -202,7 +203,8 @@ class Trainer:
                             kl_weight=self.config.kl_weight, dtype=self.dtype, crop=self.config.vae_crop,
                             crop_u=draws.crop_u)
         return diffusion_loss(self.models(trainable, frozen), batch, draws, scaling_factor=self.scaling_factor,
-                              dtype=self.dtype, dropout_prob=self.config.dropout_prob)
+                              dtype=self.dtype, dropout_prob=self.config.dropout_prob,
+                              control_scale=self.config.control_scale)
 
     def _loss_and_grads(self, trainable: dict, frozen: dict, batch: dict, draws: Draws):
         (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(trainable, frozen, batch, draws)
