@@ -8,6 +8,7 @@ tiny random release; the summary against hand-made numbers.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from controlnext_jax.metrics.pose_use import PoseUseSettings, per_clip_losses, summarise
+from controlnext_jax.metrics.pose_use import PoseUseSettings, control_scale, per_clip_losses, summarise
 from controlnext_jax.pose.media import write_video
 from controlnext_jax.testing.torch_checkpoints import model_configs
 from controlnext_jax.testing.torch_sampler import build_random_release
@@ -54,10 +55,23 @@ def setup(tmp_path_factory) -> dict:
     return {"ckpt": ckpt, "data": data}
 
 
-@pytest.mark.slow  # ~1 min on 2 cores: a tiny release built, three losses compiled
-def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup):
+def _with_control_scale(ckpt: Path, folder: Path, scale: float) -> Path:
+    """A copy of `ckpt` whose pipeline.json says it runs at controlnext_cond_scale=`scale` (as the
+    export of a run trained with control_scale=`scale` does)."""
+    shutil.copytree(ckpt, folder)
+    meta = json.loads((folder / "pipeline.json").read_text())
+    meta["inference_defaults"] = {**(meta.get("inference_defaults") or {}), "controlnext_cond_scale": scale}
+    (folder / "pipeline.json").write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.slow  # ~1 min on 2 cores per case: a tiny release built, three losses compiled
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup, tmp_path, scale):
     s = PoseUseSettings(clips=3, batch_size=3, frames=3, interval_frame=2, height=SIZE, width=SIZE, seed=4)
-    got = per_clip_losses(setup["ckpt"], setup["data"], s)
+    ckpt = setup["ckpt"] if scale == 1.0 else _with_control_scale(setup["ckpt"], tmp_path / "ckpt", scale)
+    assert control_scale(ckpt) == scale
+    got = per_clip_losses(ckpt, setup["data"], s)
     assert {k: v.shape for k, v in got.items()} == {k: (3,) for k in ("sigma", "own", "other", "blank")}
 
     # by hand: the same clips, draws from the documented key, dropout r = 1, poses indexed
@@ -74,7 +88,8 @@ def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup):
     poses = batch["poses"]
     for name, p in {"own": poses, "other": poses[[2, 0, 1]], "blank": np.zeros_like(poses)}.items():
         _, aux = diffusion_loss(models, {"frames": jnp.asarray(batch["frames"]), "poses": jnp.asarray(p)}, d,
-                                scaling_factor=float(m["vae"].config.scaling_factor), dtype=jnp.float32)
+                                scaling_factor=float(m["vae"].config.scaling_factor), dtype=jnp.float32,
+                                control_scale=scale)
         # float32 in another operation order (jit against eager): rounding only
         np.testing.assert_allclose(got[name], np.asarray(aux["per_video"]), rtol=1e-4, err_msg=name)
     # a random ControlNeXt still moves the UNet: the rows differ well beyond rounding

@@ -14,7 +14,8 @@ diffusion loss (`training.loss.diffusion_loss`, unweighted) with the ControlNeXt
 - `blank`: all zero (no figure drawn).
 
 and reports the means overall and per band of sigma (the layout of a frame is decided at high
-noise, so that is where the pose should matter most). docs/embedded_model.md quotes it.
+noise, so that is where the pose should matter most). The control weight is the one animate
+runs the checkpoint at (`control_scale`). docs/embedded_model.md quotes it.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def _size(ckpt: str | Path, s: PoseUseSettings) -> tuple[int, int]:
     return height, width  # check_data checks them (multiples of the VAE's factor)
 
 
+def control_scale(ckpt: str | Path) -> float:
+    """The control weight the model runs at, as animate runs it: its inference_defaults'
+    `controlnext_cond_scale` (a model trained with `control_scale`), else the release's 1.0."""
+    defaults = read_pipeline(ckpt).get("inference_defaults") or {}
+    return float(defaults.get("controlnext_cond_scale", 1.0))
+
+
 def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings = PoseUseSettings()) -> dict:
     """{"sigma": (clips,), "own" / "other" / "blank": (clips,)} float64 arrays."""
     from controlnext_jax.training.models import load_training_models
@@ -82,6 +90,7 @@ def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings 
                       interval_frame=s.interval_frame, batch_size=s.batch_size, workers=0, seed=s.seed)
     check_data(data)  # the listing, before any weights load
     vae_config = load_component_config(ckpt, "vae")
+    scale = control_scale(ckpt)
     m = load_training_models(ckpt, "float32")
     models = Models(m["unet"], m["controlnext"], m["vae"], m["image_encoder"])
     latent_hw = (height // LATENT_FACTOR, width // LATENT_FACTOR)
@@ -95,7 +104,8 @@ def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings 
         out = {}
         for name, p in variants.items():
             _, aux = diffusion_loss(models, {"frames": frames, "poses": p}, d,
-                                    scaling_factor=float(vae_config.scaling_factor), dtype=jnp.float32)
+                                    scaling_factor=float(vae_config.scaling_factor), dtype=jnp.float32,
+                                    control_scale=scale)
             out[name] = aux["per_video"]
         return out, d.sigma
 
@@ -133,7 +143,8 @@ def _markdown(rows: list[dict], header: dict) -> str:
     lines = [f"# How much the UNet uses the pose: {header['ckpt']}", "", f"`{header['command']}`", "",
              f"The release's diffusion loss (unweighted, no conditioning dropout) on {rows[0]['clips']} clips of "
              f"{header['data']}, one draw of sigma and noise per clip shared by the three pose inputs: the clip's own "
-             "poses, the next clip's, none. The columns on the right: how much worse a wrong or missing pose does.",
+             "poses, the next clip's, none. The columns on the right: how much worse a wrong or missing pose does. "
+             f"Control weight: {header['control_scale']:g} x 0.2 (the checkpoint's controlnext_cond_scale).",
              "", "| clips | n | own poses | another clip's | blank | another's vs own | blank vs own |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -149,7 +160,7 @@ def pose_use_report(ckpt: str | Path, data_root: str | Path, out: str | Path, *,
     losses = per_clip_losses(ckpt, data_root, settings)
     rows = summarise(losses, settings.sigma_bands)
     header = {"ckpt": str(ckpt), "data": str(data_root), "command": command or "(library call)",
-              "settings": asdict(settings)}
+              "settings": asdict(settings), "control_scale": control_scale(ckpt)}
     with atomic_folder(out, overwrite=overwrite) as tmp:
         (tmp / f"{REPORT}.json").write_text(json.dumps(
             {**header, "summary": rows, "clips": {k: v.tolist() for k, v in losses.items()}}, indent=1) + "\n")
