@@ -8,6 +8,7 @@ random-weight checkpoint: the videos are noise, but every step of the job runs f
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -59,10 +60,28 @@ def test_generation_parameters_are_checked_first(dataset, ckpt, tmp_path):
     for override, message in [("generation.height=60", "height=60"), ("generation.width=100", "multiples of 8"),
                               ("generation.dtype=int8", "generation.dtype='int8'"),
                               ("sampling.overlap=3", "overlap=3"),
-                              ("alignment.leading_reference_frame=false", "leading_reference_frame")]:
+                              ("alignment.leading_reference_frame=false", "leading_reference_frame"),
+                              ("generation.controlnext_cond_scale=20", "controlnext_cond_scale=20")]:
         with pytest.raises(UserError, match=message):
             evaluation.run(_cfg(dataset, tmp_path / "r", f"ckpt={ckpt}", override))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_control_weight_is_the_checkpoints_unless_given(dataset, ckpt, tmp_path):
+    """generation.controlnext_cond_scale=null: the weight a model trained with control_scale was
+    exported with (pipeline.json's inference_defaults), as controlnext-animate runs it."""
+    from controlnext_jax.metrics.generation import animate_kwargs
+
+    trained = tmp_path / "trained_at_4"
+    shutil.copytree(ckpt, trained)
+    meta = json.loads((trained / "pipeline.json").read_text())
+    meta["inference_defaults"] = {"controlnext_cond_scale": 4.0}
+    (trained / "pipeline.json").write_text(json.dumps(meta))
+    weight = {}
+    for name, where, extra in [("release", ckpt, []), ("trained", trained, []),
+                               ("given", trained, ["generation.controlnext_cond_scale=2.0"])]:
+        weight[name] = animate_kwargs(_cfg(dataset, tmp_path / "r", f"ckpt={where}", *extra))["controlnext_cond_scale"]
+    assert weight == {"release": 1.0, "trained": 4.0, "given": 2.0}
 
 
 @pytest.mark.slow

@@ -49,12 +49,24 @@ def true_pose_frames(clip: ClipFiles, height: int, width: int, max_frame_num: in
     return np.stack(frames)
 
 
+def control_weight(cfg: DictConfig) -> float:
+    """generation.controlnext_cond_scale, or when null the checkpoint's own (its inference_defaults,
+    as controlnext-animate applies them), else the endpoint's default."""
+    from controlnext_jax.checkpoint.store import read_pipeline
+    from controlnext_jax.endpoint import PARAMETERS
+
+    if cfg.generation.controlnext_cond_scale is not None:
+        return cfg.generation.controlnext_cond_scale
+    defaults = read_pipeline(cfg.ckpt).get("inference_defaults") or {}
+    return defaults.get("controlnext_cond_scale", PARAMETERS["controlnext_cond_scale"].default)
+
+
 def animate_kwargs(cfg: DictConfig) -> dict:
     g = cfg.generation
     return dict(height=g.height, width=g.width, num_inference_steps=g.num_inference_steps,
                 guidance_scale=g.guidance_scale, batch_frames=cfg.sampling.batch_frames,
                 overlap=cfg.sampling.overlap, motion_bucket_id=g.motion_bucket_id, fps=g.fps,
-                controlnext_cond_scale=g.controlnext_cond_scale, decode_chunk_size=g.decode_chunk_size,
+                controlnext_cond_scale=control_weight(cfg), decode_chunk_size=g.decode_chunk_size,
                 fusion=g.fusion, reference_quirks=g.reference_quirks)
 
 
