@@ -94,6 +94,7 @@ def test_generate_then_evaluate(dataset, ckpt, tmp_path):
     report = json.loads((out / "report.json").read_text())
     generation = report["details"]["generation"]["dance_a"]
     assert generation["seed"] == 9 and generation["frames"] == 4
+    assert generation["controlnext_cond_scale"] == 1.0  # null: the checkpoint's, which has none
     assert report["header"]["checkpoint"].startswith(str(ckpt.resolve()))
     assert report["details"]["clips"]["dance_a"]["aligned"] == 3
     assert "psnr" in report["results"]["frames"] and "seam_ratio" in json.dumps(report["results"])

@@ -38,7 +38,7 @@ def test_gpu_embedded_toy_on_cpu(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(hook), "PYTHON": sys.executable, "WHEELS": str(tmp_path / "no_wheels"),
            "WORK": str(tmp_path / "work"), "SHARDS": "2", "CLIPS": "4", "FRAMES": "12", "HEIGHT": "64", "WIDTH": "48",
            "VAE_STEPS": "2", "UNET_STEPS": "2", "VAE_S": "900", "UNET_S": "900", "VAE_BATCH": "2", "UNET_BATCH": "2",
-           "VAE_CROP": "[32,32]", "WORKERS": "1", "DTYPE": "float32"}
+           "VAE_CROP": "[32,32]", "WORKERS": "1", "DTYPE": "float32", "STAGE2_OVERRIDES": "control_scale=2.0"}
     check = subprocess.run([sys.executable, "-c", "import imageio_ffmpeg"], env=env, capture_output=True, text=True)
     assert check.returncode != 0 and "not installed on the GPU machine" in check.stderr  # the hook works
     done = subprocess.run(["bash", str(REPO / "train" / "gpu_embedded.sh"), str(results)], env=env,
@@ -61,3 +61,4 @@ def test_gpu_embedded_toy_on_cpu(tmp_path):
     meta = read_pipeline(tmp_path / "back" / "model")
     assert meta["components"]["vae"]["latent_channels"] == 8
     assert meta["components"]["unet"]["in_channels"] == 16
+    assert meta["inference_defaults"]["controlnext_cond_scale"] == 2.0  # STAGE2_OVERRIDES reached stage 2

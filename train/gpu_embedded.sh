@@ -33,6 +33,8 @@ unet_batch=${UNET_BATCH:-16}
 vae_crop=${VAE_CROP:-[64,64]}
 workers=${WORKERS:-12}               # loader processes
 dtype=${DTYPE:-bfloat16}
+read -ra stage2_overrides <<< "${STAGE2_OVERRIDES:-}"  # more controlnext-train overrides for stage 2, e.g.
+                                                       # STAGE2_OVERRIDES="control_scale=5.0 data.figure_weight=2.0"
 mkdir -p "$results" "$work"
 exec > >(tee "$results/gpu_embedded.log") 2>&1
 started=$(date +%s)
@@ -74,7 +76,7 @@ stamp "stage 1: the VAE for at most $vae_s s"
 stamp "stage 2: UNet, ControlNeXt module and CLIP tower for at most $unet_s s"
 "$python" -m controlnext_jax.commands.train +experiment=embedded_unet ckpt="$work/vae/model" out="$work/unet" \
   "${common[@]}" data.batch_size=$unet_batch data.figure_weight=4.0 validation.every=0 \
-  steps=$unet_steps time_limit_s=$unet_s optimizer.total_steps=null
+  steps=$unet_steps time_limit_s=$unet_s optimizer.total_steps=null "${stage2_overrides[@]}"
 
 for stage in vae unet; do
   mkdir -p "$results/$stage"

@@ -90,7 +90,7 @@ def check_generation(cfg: DictConfig) -> None:
 
 def generate_clips(cfg: DictConfig, clips: list[ClipFiles], folder: Path) -> tuple[list[ClipFiles], dict]:
     """Write `folder/<clip_id>.mp4` for every clip; returns the clips pointing at them and, per
-    clip, the seed and the timings."""
+    clip, the seed, the control weight used (`control_weight`) and the timings."""
     from controlnext_jax.commands.pose import instantiate_detector
     from controlnext_jax.pipeline import load_pipeline, validate_params
     from controlnext_jax.pose.media import load_image, write_video
@@ -130,6 +130,7 @@ def generate_clips(cfg: DictConfig, clips: list[ClipFiles], folder: Path) -> tup
             write_video(path, frames, g.fps)
             made.append(dataclasses.replace(clip, generated=path, generated_param="generate"))
             record[clip.clip_id] = {"seed": seed, "frames": int(frames.shape[0]), "pose_source": pose_source,
+                                    "controlnext_cond_scale": float(kwargs["controlnext_cond_scale"]),
                                     "timings_s": {k: round(v, 3) for k, v in timings.items()}}
     finally:
         if hasattr(detector, "close"):
