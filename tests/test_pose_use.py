@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from controlnext_jax.metrics.pose_use import PoseUseSettings, control_scale, per_clip_losses, summarise
+from controlnext_jax.checkpoint.store import trained_control_weight
+from controlnext_jax.metrics.pose_use import PoseUseSettings, per_clip_losses, summarise
 from controlnext_jax.pose.media import write_video
 from controlnext_jax.testing.torch_checkpoints import model_configs
 from controlnext_jax.testing.torch_sampler import build_random_release
@@ -70,7 +71,7 @@ def _with_control_scale(ckpt: Path, folder: Path, scale: float) -> Path:
 def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup, tmp_path, scale):
     s = PoseUseSettings(clips=3, batch_size=3, frames=3, interval_frame=2, height=SIZE, width=SIZE, seed=4)
     ckpt = setup["ckpt"] if scale == 1.0 else _with_control_scale(setup["ckpt"], tmp_path / "ckpt", scale)
-    assert control_scale(ckpt) == scale
+    assert trained_control_weight(ckpt) == scale
     got = per_clip_losses(ckpt, setup["data"], s)
     assert {k: v.shape for k, v in got.items()} == {k: (3,) for k in ("sigma", "own", "other", "blank")}
 

@@ -142,6 +142,16 @@ def read_pipeline(ckpt: str | Path) -> dict:
     return meta
 
 
+def trained_control_weight(ckpt: str | Path) -> float:
+    """The pose control weight a checkpoint runs at, as controlnext-animate applies it: its
+    inference_defaults' `controlnext_cond_scale` (the export of a run with `control_scale`), else
+    the endpoint's default (1.0)."""
+    from controlnext_jax.endpoint import PARAMETERS
+
+    defaults = read_pipeline(ckpt).get("inference_defaults") or {}
+    return float(defaults.get("controlnext_cond_scale", PARAMETERS["controlnext_cond_scale"].default))
+
+
 def stored_params(ckpt: str | Path, name: str, abstract: nnx.Module) -> dict[tuple, np.ndarray]:
     """The stored arrays of component `name`, keyed by the NNX paths of `abstract` (checked complete)."""
     values = load_params(Path(ckpt) / name)

@@ -19,11 +19,10 @@ from controlnext_jax.cli import run_command
 from controlnext_jax.errors import UserError, require_choice
 
 LAYOUTS = ("pairs", "eval")
-VIDEO_FORMATS = ("mp4", "npy")  # as controlnext_jax.synthetic.dataset.VIDEO_FORMATS, without importing it here
 
 
 def synth(cfg: DictConfig) -> None:
-    from controlnext_jax.synthetic.dataset import write_dataset
+    from controlnext_jax.synthetic.dataset import VIDEO_FORMATS, write_dataset
     from controlnext_jax.synthetic.eval_set import write_eval_set
 
     if cfg.overwrite not in (True, False):

@@ -50,15 +50,13 @@ def true_pose_frames(clip: ClipFiles, height: int, width: int, max_frame_num: in
 
 
 def control_weight(cfg: DictConfig) -> float:
-    """generation.controlnext_cond_scale, or when null the checkpoint's own (its inference_defaults,
-    as controlnext-animate applies them), else the endpoint's default."""
-    from controlnext_jax.checkpoint.store import read_pipeline
-    from controlnext_jax.endpoint import PARAMETERS
+    """generation.controlnext_cond_scale, or when null the checkpoint's own
+    (`checkpoint.store.trained_control_weight`)."""
+    from controlnext_jax.checkpoint.store import trained_control_weight
 
     if cfg.generation.controlnext_cond_scale is not None:
         return cfg.generation.controlnext_cond_scale
-    defaults = read_pipeline(cfg.ckpt).get("inference_defaults") or {}
-    return defaults.get("controlnext_cond_scale", PARAMETERS["controlnext_cond_scale"].default)
+    return trained_control_weight(cfg.ckpt)
 
 
 def animate_kwargs(cfg: DictConfig) -> dict:

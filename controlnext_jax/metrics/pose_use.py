@@ -15,7 +15,7 @@ diffusion loss (`training.loss.diffusion_loss`, unweighted) with the ControlNeXt
 
 and reports the means overall and per band of sigma (the layout of a frame is decided at high
 noise, so that is where the pose should matter most). The control weight is the one animate
-runs the checkpoint at (`control_scale`). docs/embedded_model.md quotes it.
+runs the checkpoint at (`checkpoint.store.trained_control_weight`). docs/embedded_model.md quotes it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from controlnext_jax.atomic_io import atomic_folder, check_output
-from controlnext_jax.checkpoint.store import load_component_config, read_pipeline
+from controlnext_jax.checkpoint.store import load_component_config, read_pipeline, trained_control_weight
 from controlnext_jax.errors import UserError
 from controlnext_jax.training.data import TrainingDataLoader
 from controlnext_jax.training.data_sources import LATENT_FACTOR, DataConfig, check_data
@@ -73,13 +73,6 @@ def _size(ckpt: str | Path, s: PoseUseSettings) -> tuple[int, int]:
     return height, width  # check_data checks them (multiples of the VAE's factor)
 
 
-def control_scale(ckpt: str | Path) -> float:
-    """The control weight the model runs at, as animate runs it: its inference_defaults'
-    `controlnext_cond_scale` (a model trained with `control_scale`), else the release's 1.0."""
-    defaults = read_pipeline(ckpt).get("inference_defaults") or {}
-    return float(defaults.get("controlnext_cond_scale", 1.0))
-
-
 def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings = PoseUseSettings()) -> dict:
     """{"sigma": (clips,), "own" / "other" / "blank": (clips,)} float64 arrays."""
     from controlnext_jax.training.models import load_training_models
@@ -90,7 +83,7 @@ def per_clip_losses(ckpt: str | Path, data_root: str | Path, s: PoseUseSettings 
                       interval_frame=s.interval_frame, batch_size=s.batch_size, workers=0, seed=s.seed)
     check_data(data)  # the listing, before any weights load
     vae_config = load_component_config(ckpt, "vae")
-    scale = control_scale(ckpt)
+    scale = trained_control_weight(ckpt)
     m = load_training_models(ckpt, "float32")
     models = Models(m["unet"], m["controlnext"], m["vae"], m["image_encoder"])
     latent_hw = (height // LATENT_FACTOR, width // LATENT_FACTOR)
@@ -160,7 +153,7 @@ def pose_use_report(ckpt: str | Path, data_root: str | Path, out: str | Path, *,
     losses = per_clip_losses(ckpt, data_root, settings)
     rows = summarise(losses, settings.sigma_bands)
     header = {"ckpt": str(ckpt), "data": str(data_root), "command": command or "(library call)",
-              "settings": asdict(settings), "control_scale": control_scale(ckpt)}
+              "settings": asdict(settings), "control_scale": trained_control_weight(ckpt)}
     with atomic_folder(out, overwrite=overwrite) as tmp:
         (tmp / f"{REPORT}.json").write_text(json.dumps(
             {**header, "summary": rows, "clips": {k: v.tolist() for k, v in losses.items()}}, indent=1) + "\n")

@@ -195,8 +195,8 @@ def write_dataset(out: str | Path, *, split: str, num_clips: int, frames: int, h
             if progress:
                 print(f"[synth] {k + 1}/{len(plan)} {name}", flush=True)
         manifest = {"split": split, "seed": seed, "num_clips": len(plan), "frames": frames, "height": height,
-                    "width": width, "fps": fps, "video_format": video_format, "identities": [SPLITS[split].identities.start,
-                                                               SPLITS[split].identities.stop],
+                    "width": width, "fps": fps, "video_format": video_format,
+                    "identities": [SPLITS[split].identities.start, SPLITS[split].identities.stop],
                     "motions": list(SPLITS[split].motions), "clips": plan}
         (tmp / "dataset.json").write_text(json.dumps(manifest, indent=1))
     return out

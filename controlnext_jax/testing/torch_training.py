@@ -30,8 +30,9 @@ def release_loss(models: dict, frames: np.ndarray, poses: np.ndarray, *, sigma: 
     """The release's loss of one batch, float32. frames (b, f, H, W, 3) in [-1, 1] with the reference
     first; poses (b, f, H, W, 3) in [0, 1]; sigma (b,); noise / latent_eps (b, f, h, w, 4)
     channels-last; image_noise (b, H, W, 3); dropout_r (b,); hand_weight (b, f, H, W) or None.
-    `control_scale` multiplies the control's 0.2 (the release's module: 1.0). `dtype` is the dtype of the inputs; the models' own dtype must match (float64 gives a
-    rounding-free reference of the float32 computations)."""
+    `control_scale` multiplies the control's 0.2 (the release's module: 1.0). `dtype` is the dtype
+    of the inputs; the models' own dtype must match (float64 gives a rounding-free reference of
+    the float32 computations)."""
     unet, vae, image_encoder, controlnext = (models[k] for k in ("unet", "vae", "image_encoder", "controlnext"))
     x = _nchw(frames, dtype)  # (b, f, 3, H, W)
     b, f = x.shape[:2]

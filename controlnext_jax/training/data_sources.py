@@ -11,8 +11,8 @@ Two layouts (docs/release_semantics.md, Training, Data):
   of each under the same file name in ``poses/``, plus optionally ``meta/<stem>.json``, the
   per-frame hand boxes in the release's format, and ``masks/<stem>.npz``, the figure masks
   `controlnext-synth` writes (used by ``figure_weight``). Either layout may give frame arrays
-  (``.npy``, `frame_array`) instead of videos, which need no ffmpeg. Pose frame i is the pose of video frame i
-  (lengths may differ by less than 25 frames, as the release allows); the pose video may be
+  (``.npy``, `frame_array`) instead of videos, which need no ffmpeg. Pose frame i is the pose of
+  video frame i (lengths may differ by less than 25 frames, as the release allows); the pose video may be
   drawn at another resolution (it is cropped at the same relative place). Note that
   `controlnext-pose` writes an *inference* pose video whose frame 0 is the reference image's
   pose, one frame ahead of the driving video: such a file is not aligned frame by frame.

@@ -57,8 +57,8 @@ def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor:
     (b, f, H, W, 3) in [0, 1] whose frame 0 is the reference's pose (`batch.place_reference_first`),
     optional `hand_weight` (b, f, H, W) (`hand_mask.hand_weight`) and `figure_weight` (b, f, H, W)
     (`figure_weight.figure_weight`). `control_scale` multiplies the control's weight 0.2 in the
-    UNet (the release trains at 1.0; `controlnext_cond_scale` at inference). Returns (scalar float32 loss,
-    {"per_video": (b,)})."""
+    UNet (the release trains at 1.0; `controlnext_cond_scale` at inference). Returns (scalar
+    float32 loss, {"per_video": (b,)})."""
     frames, poses = batch["frames"], batch["poses"]
     b, f = frames.shape[:2]
 

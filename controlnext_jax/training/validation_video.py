@@ -1,8 +1,8 @@
 """A validation video during training: the animate pipeline on the current weights.
 
 The reference image and pose video are the user's (`validation.image`, `validation.pose_video`)
-or, by default, frame 0 of the first training video and its pose video (videos or frame arrays). Both are read once
-and brought to the training size as animate does (`prepare_reference`: cover, centre crop);
+or, by default, frame 0 of the first training video and its pose video (videos or frame arrays).
+Both are read once and brought to the training size as animate does (`prepare_reference`: cover, centre crop);
 every `validation.every` steps the trained networks (or their EMA) are handed to
 `ControlNeXtPipeline` as they are, without a copy to disk, and the result is written as <out>/validation/step_NNNNNNN.mp4 (pose | result side by side).
 """
