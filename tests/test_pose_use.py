@@ -1,4 +1,5 @@
-"""eval/pose_use.py: the training loss with the right, a wrong and no pose, and its contract.
+"""eval/pose_use.py: the training loss with the right, a wrong and no pose, the reference copied,
+and its contract.
 
 The three losses are recomputed here from `diffusion_loss` on the loader's own batch with the
 draws written out (dropout off, the "other" poses picked by index rather than rolled), on a
@@ -73,7 +74,7 @@ def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup, tm
     ckpt = setup["ckpt"] if scale == 1.0 else _with_control_scale(setup["ckpt"], tmp_path / "ckpt", scale)
     assert trained_control_weight(ckpt) == scale
     got = per_clip_losses(ckpt, setup["data"], s)
-    assert {k: v.shape for k, v in got.items()} == {k: (3,) for k in ("sigma", "own", "other", "blank")}
+    assert {k: v.shape for k, v in got.items()} == {k: (3,) for k in ("sigma", "own", "other", "blank", "copied")}
 
     # by hand: the same clips, draws from the documented key, dropout r = 1, poses indexed
     cfg = DataConfig(format="pairs", root=str(setup["data"]), height=SIZE, width=SIZE, sample_n_frames=3,
@@ -96,17 +97,30 @@ def test_the_three_losses_are_the_training_loss_with_the_poses_swapped(setup, tm
     # a random ControlNeXt still moves the UNet: the rows differ well beyond rounding
     assert np.all(np.abs(got["blank"] / got["own"] - 1) > 1e-3)
 
+    # copied: every frame's clean estimate is the reference's VAE mean (after the 0.02 noise the
+    # UNet's reference gets) times the scaling factor; targets are posterior draws, as training's
+    frames, sf = jnp.asarray(batch["frames"]), float(m["vae"].config.scaling_factor)
+    ref, _ = m["vae"].encode(frames[:, 0] + 0.02 * d.image_noise)
+    mean, logvar = m["vae"].encode(frames.reshape(-1, SIZE, SIZE, 3))
+    targets = (mean + jnp.exp(0.5 * logvar) * d.latent_eps.reshape(mean.shape)).reshape(d.latent_eps.shape) * sf
+    weight = (1 + d.sigma**2) / d.sigma**2
+    want = weight * jnp.mean(jnp.square(ref[:, None] * sf - targets), axis=(1, 2, 3, 4))
+    np.testing.assert_allclose(got["copied"], np.asarray(want), rtol=1e-4)
+
 
 def test_summary_bands_and_relative_increases():
     losses = {"sigma": np.array([0.1, 0.2, 1.0, 5.0]), "own": np.array([1.0, 3.0, 2.0, 1.0]),
-              "other": np.array([1.0, 3.0, 3.0, 2.0]), "blank": np.array([2.0, 2.0, 2.0, 1.5])}
+              "other": np.array([1.0, 3.0, 3.0, 2.0]), "blank": np.array([2.0, 2.0, 2.0, 1.5]),
+              "copied": np.array([4.0, 4.0, 1.0, 0.5])}
     rows = summarise(losses, (0.3, 2.0))
     assert [(r["band"], r["clips"]) for r in rows] == [("all", 4), ("sigma 0-0.3", 2), ("sigma 0.3-2", 1),
                                                        ("sigma >= 2", 1)]
     assert rows[0]["own"] == pytest.approx(1.75) and rows[0]["other_vs_own"] == pytest.approx(9 / 7 - 1)
     assert rows[1]["blank_vs_own"] == pytest.approx(0.0)
     assert rows[3]["other_vs_own"] == pytest.approx(1.0) and rows[3]["blank_vs_own"] == pytest.approx(0.5)
+    assert rows[0]["own_vs_copied"] == pytest.approx(1.75 / 2.375 - 1) and rows[3]["own_vs_copied"] == pytest.approx(1.0)
     assert len(summarise(losses, (10.0, 20.0))) == 2  # empty bands are left out
+    assert "own_vs_copied" not in summarise({k: v for k, v in losses.items() if k != "copied"})[0]
 
 
 def _run(capsys) -> tuple[int, str, str]:
@@ -138,3 +152,4 @@ def test_command_writes_the_report_or_nothing(setup, tmp_path, monkeypatch, caps
     report = json.loads((out / "pose_use.json").read_text())
     assert [r["band"] for r in report["summary"]][0] == "all" and len(report["clips"]["own"]) == 2
     assert printed == (out / "pose_use.md").read_text() and "| all | 2 |" in printed
+    assert "| own vs copied |" in printed and len(report["clips"]["copied"]) == 2
