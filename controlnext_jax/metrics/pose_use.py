@@ -38,7 +38,7 @@ from controlnext_jax.models.controlnext_svd import encode_reference
 from controlnext_jax.training.data import TrainingDataLoader
 from controlnext_jax.training.data_sources import LATENT_FACTOR, DataConfig, check_data
 from controlnext_jax.training.draws import draw
-from controlnext_jax.training.loss import NOISE_AUG_STRENGTH, Models, diffusion_loss, target_latents
+from controlnext_jax.training.loss import NOISE_AUG_STRENGTH, Models, diffusion_loss, loss_weight, target_latents
 
 POSES = ("own", "other", "blank")
 COPIED = "copied"
@@ -86,7 +86,7 @@ def copied_losses(models: Models, frames: jax.Array, d, scaling_factor: float) -
                               clip_dtype=jnp.float32, vae_dtype=jnp.float32)
     latents = target_latents(models.vae, frames, d.latent_eps, scaling_factor, jnp.float32)
     s = d.sigma.astype(jnp.float32)[:, None, None, None, None]
-    err = (1.0 + s * s) / (s * s) * jnp.square(ref[:, None] * scaling_factor - latents)
+    err = loss_weight(s) * jnp.square(ref[:, None] * scaling_factor - latents)
     return jnp.mean(err.reshape(err.shape[0], -1), axis=1)
 
 

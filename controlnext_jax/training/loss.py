@@ -40,6 +40,11 @@ class Models(NamedTuple):
     image_encoder: object
 
 
+def loss_weight(sigma: jax.Array) -> jax.Array:
+    """The release's per-sample weight of the squared error of the clean estimate, (1 + sigma^2) / sigma^2."""
+    return (1.0 + sigma * sigma) / (sigma * sigma)
+
+
 def target_latents(vae, frames: jax.Array, eps: jax.Array, scaling_factor: float, dtype) -> jax.Array:
     """frames (b, f, H, W, 3) in [-1, 1] -> float32 (b, f, h, w, c): a posterior draw
     mean + exp(logvar / 2) * eps (diffusers' `latent_dist.sample()`) times the scaling factor."""
@@ -88,8 +93,7 @@ def diffusion_loss(models: Models, batch: dict, draws: Draws, *, scaling_factor:
 
     # 6. weighted squared error of the clean estimate, hand regions weighted up
     denoised = denoised_from_v(v, noisy, s)
-    weight = (1.0 + s * s) / (s * s)
-    err = weight * jnp.square(denoised - latents)
+    err = loss_weight(s) * jnp.square(denoised - latents)
     for key in ("hand_weight", "figure_weight"):
         if batch.get(key) is not None:
             err = err * pool_to_latent(batch[key], latents.shape[2:4])
