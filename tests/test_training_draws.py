@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import torch
 
+from controlnext_jax.sampling.scheduler import SchedulerConfig, make_sigmas
 from controlnext_jax.training.dropout import keep_masks
 from controlnext_jax.training.hand_mask import draw_hand_canvas, hand_weight, pool_to_latent
-from controlnext_jax.training.sigmas import CosineInterpolated, LogNormal
+from controlnext_jax.training.sigmas import CosineInterpolated, Karras, LogNormal
 
 N = 200_000
 
@@ -43,6 +44,21 @@ def test_cosine_interpolated_quantiles_match_the_inverse_cdf():
 def test_log_normal_moments():
     log_sigma = np.log(np.asarray(LogNormal()(jax.random.key(1), (N,)), np.float64))
     assert abs(log_sigma.mean() - 0.7) < 0.02 and abs(log_sigma.std() - 1.6) < 0.02
+
+
+def test_karras_draws_where_the_sampler_steps():
+    # at t = k / (n - 1) the ramp is animate's n-step schedule (its final zero aside)
+    n = 25
+    sampler_sigmas = make_sigmas(SchedulerConfig(), n)[0][:n]
+    ramp = np.asarray(Karras().sigma_of_t(np.linspace(0.0, 1.0, n, dtype=np.float32)), np.float64)
+    np.testing.assert_allclose(ramp, sampler_sigmas, rtol=1e-5)  # float32 pow against float64
+    # the draws: sigma falls as t rises, so the q-quantile is the ramp at t = 1 - q (2e5 draws, as above)
+    sigmas = np.asarray(Karras()(jax.random.key(2), (N,)), np.float64)
+    q = np.array([0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99])
+    inv_max, inv_min = 700.0 ** (1 / 7), 0.002 ** (1 / 7)
+    expected = (inv_max + (1.0 - q) * (inv_min - inv_max)) ** 7
+    np.testing.assert_allclose(np.log(np.quantile(sigmas, q)), np.log(expected), atol=0.03)
+    assert 0.45 < (sigmas > 12.0).mean() < 0.55  # half the draws above 12, as the sampler's steps
 
 
 def test_dropout_ranges():

@@ -49,12 +49,16 @@ def _inputs(seed: int = 3):
     return frames, eps
 
 
-def _torch_loss(vae: torch.nn.Module, frames: np.ndarray, eps: np.ndarray) -> torch.Tensor:
+def _torch_loss(vae: torch.nn.Module, frames: np.ndarray, eps: np.ndarray, weight: np.ndarray | None = None
+                ) -> torch.Tensor:
     clip = torch.from_numpy(frames[:, 1:]).flatten(0, 1).permute(0, 3, 1, 2)  # (b*f, 3, H, W)
     posterior = vae.encode(clip).latent_dist
     z = posterior.mean + posterior.std * torch.from_numpy(eps[:, 1:]).flatten(0, 1).permute(0, 3, 1, 2)
     decoded = vae.decode(z, num_frames=F - 1).sample
-    l1 = (decoded - clip).abs().mean()
+    error = (decoded - clip).abs()
+    if weight is not None:  # (b, f, H, W) -> (b*f, 1, H, W), over the channels
+        error = error * torch.from_numpy(weight[:, 1:]).flatten(0, 1)[:, None]
+    l1 = error.mean()
     kl = 0.5 * (posterior.mean ** 2 + posterior.var - 1.0 - posterior.logvar).mean()
     return l1 + KL_WEIGHT * kl
 
@@ -120,6 +124,27 @@ def test_cropped_loss_equals_the_loss_of_the_cropped_frames(release):
     assert float(aux["l1"]) > 0
 
 
+def test_figure_weighted_loss_matches_the_torch_reference_and_crops_with_the_frames(release):
+    torch_models, converted = release
+    vae = load_training_models(converted, "float32", components=("vae",))["vae"]
+    frames, eps = _inputs(seed=7)
+    weight = np.random.default_rng(8).uniform(1.0, 5.0, frames.shape[:4]).astype(np.float32)
+    with torch.no_grad():
+        ref = _torch_loss(torch_models["vae"].float(), frames, eps, weight).item()
+    loss, aux = vae_loss(vae, jnp.asarray(frames), jnp.asarray(eps), kl_weight=KL_WEIGHT, weight=jnp.asarray(weight))
+    assert _rel(loss, ref) < PARITY_TOL
+    unweighted = _torch_loss(torch_models["vae"].float(), frames, eps).detach()
+    # aux "l1" stays the plain mean: the unweighted loss less its KL term
+    assert abs(float(aux["l1"]) - (unweighted.item() - KL_WEIGHT * float(aux["kl"]))) < PARITY_TOL * unweighted.item()
+    # the crop cuts the weight where it cuts the frames
+    u = jnp.asarray([[0.9, 0.1], [0.2, 0.7]])
+    cropped, _ = vae_loss(vae, jnp.asarray(frames), jnp.asarray(eps), crop=(16, 16), crop_u=u, weight=jnp.asarray(weight))
+    windows = np.asarray(random_crop(jnp.asarray(frames), (16, 16), u))
+    weight_windows = np.asarray(random_crop(jnp.asarray(weight)[..., None], (16, 16), u))[..., 0]
+    direct, _ = vae_loss(vae, jnp.asarray(windows), jnp.asarray(eps[:, :, :2, :2]), weight=jnp.asarray(weight_windows))
+    np.testing.assert_allclose(float(cropped), float(direct), rtol=1e-6)  # as the unweighted crop test
+
+
 def test_trainer_under_the_vae_objective_trains_the_vae_alone(release):
     models = load_training_models(release[1], "float32")
     before = {name: jax.tree.map(np.asarray, nnx.state(m, nnx.Param)) for name, m in models.items()}
@@ -145,6 +170,22 @@ def test_trainer_under_the_vae_objective_trains_the_vae_alone(release):
         jax.tree.map(np.testing.assert_array_equal, after[name], before[name])
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(np.any(a != b)), after["vae"], before["vae"]))
     assert all(changed)
+
+
+def test_trainer_passes_the_batch_figure_weight_to_the_vae_loss(release):
+    models = load_training_models(release[1], "float32")
+    trainer = Trainer(models, TrainConfig(compute_dtype="float32", objective="vae"))
+    state = trainer.init_state()
+    frames, _ = _inputs(seed=9)
+    weight = np.random.default_rng(10).uniform(1.0, 5.0, frames.shape[:4]).astype(np.float32)
+    plain = {"frames": jnp.asarray(frames), "poses": jnp.zeros_like(jnp.asarray(frames))}
+    weighted = {**plain, "figure_weight": jnp.asarray(weight)}
+    draws = trainer.draw(jax.random.key(0), plain)
+    got = float(trainer._loss(state.trainable, trainer.frozen, weighted, draws)[0])
+    want = float(vae_loss(models["vae"], jnp.asarray(frames), draws.latent_eps, weight=jnp.asarray(weight))[0])
+    unweighted = float(trainer._loss(state.trainable, trainer.frozen, plain, draws)[0])
+    np.testing.assert_allclose(got, want, rtol=1e-6)  # the same maths, traced apart (see the crop test)
+    assert got > 1.5 * unweighted  # weights of 1-5 (mean 3) do enter
 
 
 def test_decoder_patterns_train_the_decoder_and_keep_the_latent_space(release):

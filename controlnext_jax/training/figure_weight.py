@@ -8,7 +8,8 @@ of a synthetic frame, while the static background, which the reference image alr
 dominates the average. With `data.figure_weight=g` the loss weight is 1 + g inside the figure.
 The masks are cropped with the video, resized to the training size like the hand canvas
 (antialiased bilinear, so edges get fractions), and frame 0, the reference, is set to 1; the
-loss average-pools the weight to the latent size (`hand_mask.pool_to_latent`).
+diffusion loss average-pools the weight to the latent size (`hand_mask.pool_to_latent`); the VAE
+objective weights its per-pixel L1 with it (`vae_loss`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ diffusion" (Hoogeboom et al.): for u ~ U(0, 1) the logSNR is a linear interpolat
 of two shifted cosine schedules (noise resolutions 32 and 64 for a 64-wide image), and
 sigma = sigma_data * exp(-logSNR / 2). Its sigma_data of 0.5 belongs to this sampler only;
 the loss itself is SVD's preconditioning, which has no sigma_data. The log-normal
-sampler is the alternative the release leaves commented out (loc 0.7, scale 1.6).
+sampler is the alternative the release leaves commented out (loc 0.7, scale 1.6). The
+Karras sampler is ours: it draws where animate's sampler evaluates the model (a uniform
+position on its rho-7 ramp from 700 to 0.002), so half its draws lie above sigma 12, where
+the release's sampler puts 5 % (docs/embedded_model.md, "Training where the sampler steps").
 """
 
 from __future__ import annotations
@@ -61,4 +64,21 @@ class LogNormal:
         return jnp.exp(self.loc + self.scale * jax.random.normal(key, shape, jnp.float32))
 
 
-SIGMA_SAMPLERS = {"cosine_interpolated": CosineInterpolated, "log_normal": LogNormal}
+@dataclass(frozen=True)
+class Karras:
+    """sigma = (max^(1/rho) + t (min^(1/rho) - max^(1/rho)))^rho for t ~ U(0, 1): the continuous form of
+    the Karras schedule animate samples with (sampling/scheduler.make_sigmas), SVD's constants."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 700.0
+    rho: float = 7.0
+
+    def sigma_of_t(self, t: jax.Array) -> jax.Array:
+        inv_max, inv_min = self.sigma_max ** (1.0 / self.rho), self.sigma_min ** (1.0 / self.rho)
+        return (inv_max + t * (inv_min - inv_max)) ** self.rho
+
+    def __call__(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        return self.sigma_of_t(jax.random.uniform(key, shape, jnp.float32))
+
+
+SIGMA_SAMPLERS = {"cosine_interpolated": CosineInterpolated, "log_normal": LogNormal, "karras": Karras}

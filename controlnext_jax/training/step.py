@@ -201,7 +201,7 @@ class Trainer:
         if self.config.objective == "vae":
             return vae_loss(self.models(trainable, frozen).vae, batch["frames"], draws.latent_eps,
                             kl_weight=self.config.kl_weight, dtype=self.dtype, crop=self.config.vae_crop,
-                            crop_u=draws.crop_u)
+                            crop_u=draws.crop_u, weight=batch.get("figure_weight"))
         return diffusion_loss(self.models(trainable, frozen), batch, draws, scaling_factor=self.scaling_factor,
                               dtype=self.dtype, dropout_prob=self.config.dropout_prob,
                               control_scale=self.config.control_scale)

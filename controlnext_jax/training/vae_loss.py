@@ -19,6 +19,11 @@ for every frame of a clip): the networks are convolutional apart from the mid bl
 attention, and the decoder's full-resolution layers dominate the cost, so crops of a quarter
 of the frame cut a step's time about four-fold (how SD's autoencoders were trained too).
 Losses and statistics are float32; the networks run in `dtype`.
+
+With `weight` (the batch's `figure_weight`, 1 + g inside the figure, `data.figure_weight=g`) the
+L1 term is mean(weight * |x - decoded|), cropped with the frames: the figure covers about a
+tenth of a synthetic frame, so an unweighted VAE spends its capacity on the backgrounds and
+returns figures blurred and recoloured (docs/embedded_model.md, "Where the figure is lost").
 """
 
 from __future__ import annotations
@@ -58,13 +63,18 @@ def random_crop(clip: jax.Array, crop: tuple[int, int], u: jax.Array) -> jax.Arr
 
 def vae_loss(vae, frames: jax.Array, eps: jax.Array, *, kl_weight: float = DEFAULT_KL_WEIGHT,
              dtype=jnp.float32, crop: tuple[int, int] | None = None,
-             crop_u: jax.Array | None = None) -> tuple[jax.Array, dict]:
+             crop_u: jax.Array | None = None, weight: jax.Array | None = None) -> tuple[jax.Array, dict]:
     """frames (b, f, H, W, 3) in [-1, 1] (slot 0 the reference, unused), eps (b, f, h, w, c)
     standard normal (its leading window used with `crop`), `crop_u` (b, 2) U(0, 1) placing the
-    crop -> (float32 loss, {"per_video", "l1", "kl", "latent_std"})."""
-    clip = frames[:, 1:]
+    crop, `weight` (b, f, H, W) or None: per-pixel L1 weight -> (float32 loss, {"per_video", "l1",
+    "kl", "latent_std"}); "l1" is the unweighted mean either way, comparable across runs."""
+    clip = frames[:, 1:].astype(jnp.float32)
+    if weight is not None:  # one more channel, so that the crop cuts both alike
+        clip = jnp.concatenate([clip, weight[:, 1:, ..., None].astype(jnp.float32)], axis=-1)
     if crop is not None:
         clip = random_crop(clip, crop, crop_u)
+    if weight is not None:
+        clip, weight = clip[..., :-1], clip[..., -1:]
     b, f = clip.shape[:2]
     if f < 1:
         raise ValueError("vae_loss: needs at least 2 frames (slot 0 is the reference)")
@@ -74,9 +84,11 @@ def vae_loss(vae, frames: jax.Array, eps: jax.Array, *, kl_weight: float = DEFAU
     eps = eps[:, 1:, :h, :w].reshape(mean.shape)
     z = mean.astype(jnp.float32) + jnp.exp(0.5 * logvar.astype(jnp.float32)) * eps
     decoded = vae.decode(z.astype(dtype), f).astype(jnp.float32)
-    l1 = jnp.mean(jnp.abs(decoded - x.astype(jnp.float32)).reshape(b, -1), axis=1)
+    error = jnp.abs(decoded - x.astype(jnp.float32))
+    l1 = jnp.mean(error.reshape(b, -1), axis=1)
+    weighted = l1 if weight is None else jnp.mean((error * weight.reshape(b * f, *weight.shape[2:])).reshape(b, -1), axis=1)
     kl = jnp.mean(gaussian_kl(mean, logvar).reshape(b, -1), axis=1)
-    per_video = l1 + kl_weight * kl
+    per_video = weighted + kl_weight * kl
     aux = {"per_video": per_video, "l1": jnp.mean(l1), "kl": jnp.mean(kl), "latent_std": jnp.std(z)}
     return jnp.mean(per_video), aux
 
