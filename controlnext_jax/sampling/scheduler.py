@@ -85,6 +85,13 @@ class SchedulerConfig:
         return asdict(self)
 
 
+def karras_ramp(t, sigma_min: float, sigma_max: float, rho: float = _RHO):
+    """Karras et al.'s schedule at positions t in [0, 1] (0: sigma_max, 1: sigma_min), in t's own
+    precision (NumPy float64 for `make_sigmas`, JAX float32 for training's `sigmas.Karras`)."""
+    inv_max, inv_min = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (inv_max + t * (inv_min - inv_max)) ** rho
+
+
 def make_sigmas(config: SchedulerConfig, num_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Karras sigmas for `num_steps` Euler steps and the model's timesteps, on the host.
 
@@ -95,9 +102,7 @@ def make_sigmas(config: SchedulerConfig, num_steps: int) -> tuple[np.ndarray, np
     """
     if num_steps < 1:
         raise ValueError(f"make_sigmas: num_steps={num_steps} must be at least 1")
-    ramp = np.linspace(0.0, 1.0, num_steps)
-    inv_max, inv_min = config.sigma_max ** (1.0 / _RHO), config.sigma_min ** (1.0 / _RHO)
-    sigmas64 = (inv_max + ramp * (inv_min - inv_max)) ** _RHO
+    sigmas64 = karras_ramp(np.linspace(0.0, 1.0, num_steps), config.sigma_min, config.sigma_max)
     sigmas = np.concatenate([sigmas64, [0.0]]).astype(np.float32)
     timesteps = (0.25 * np.log(sigmas[:-1].astype(np.float64))).astype(np.float32)
     return sigmas, timesteps

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from controlnext_jax.sampling.scheduler import karras_ramp
+
 
 @dataclass(frozen=True)
 class CosineInterpolated:
@@ -67,15 +69,14 @@ class LogNormal:
 @dataclass(frozen=True)
 class Karras:
     """sigma = (max^(1/rho) + t (min^(1/rho) - max^(1/rho)))^rho for t ~ U(0, 1): the continuous form of
-    the Karras schedule animate samples with (sampling/scheduler.make_sigmas), SVD's constants."""
+    the Karras schedule animate samples with (sampling/scheduler.make_sigmas, the same `karras_ramp`),
+    SVD's constants."""
 
     sigma_min: float = 0.002
     sigma_max: float = 700.0
-    rho: float = 7.0
 
     def sigma_of_t(self, t: jax.Array) -> jax.Array:
-        inv_max, inv_min = self.sigma_max ** (1.0 / self.rho), self.sigma_min ** (1.0 / self.rho)
-        return (inv_max + t * (inv_min - inv_max)) ** self.rho
+        return karras_ramp(t, self.sigma_min, self.sigma_max)
 
     def __call__(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
         return self.sigma_of_t(jax.random.uniform(key, shape, jnp.float32))
