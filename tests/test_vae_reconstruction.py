@@ -192,6 +192,12 @@ def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
         repeated = np.broadcast_to(frames[:1], frames[1:].shape)
         assert entry["figure_psnr"]["first_frame_repeated"] == pytest.approx(
             float(np.mean(psnr_masked(repeated, frames[1:], masks[1:]))), rel=1e-9)
+        # the true frames area-downsampled by 8 and bilinear back up, in torch
+        x = torch.from_numpy(frames[1:].astype(np.float32)).permute(0, 3, 1, 2)
+        up = F.interpolate(F.avg_pool2d(x, 8), size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
+        up = up.round().clamp(0, 255).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+        assert entry["figure_psnr"]["downsampled"] == pytest.approx(
+            float(np.mean(psnr_masked(up, frames[1:], masks[1:]))), abs=0.02)
         _, recon = _hand_round_trip(vae, frames)
         # rounding of the jitted vs eager float32 decode, as in the whole-frame test above
         assert entry["figure_psnr"]["vae"] == pytest.approx(
@@ -199,7 +205,7 @@ def test_figure_psnr_from_the_masks_beside_the_videos(setup, tmp_path, capsys):
     assert result["figure_psnr"]["vae"] == pytest.approx(
         np.mean([c["figure_psnr"]["vae"] for c in result["clips"]]))
     md = (out / "vae_reconstruction.md").read_text()
-    assert "frames 0, 2, ..., 4" in md and "the first frame repeated" in md
+    assert "frames 0, 2, ..., 4" in md and "the first frame repeated" in md and "8x area-downsampled" in md
     # resized frames no longer match the masks: the figure scores are left out
     resized = vae_reconstruction_report(setup["ckpt"], root / "videos", tmp_path / "resized",
                                         settings=ReconstructionSettings(frames=3, height=16, width=16))
