@@ -143,15 +143,14 @@ def figure_masks(clips: list[Path], frames: list[np.ndarray], s: ReconstructionS
     return masks
 
 
-def figure_scores(recon: np.ndarray, clip: np.ndarray, masks: np.ndarray, factor: int) -> dict:
+def figure_scores(recon: np.ndarray, clip: np.ndarray, masks: np.ndarray, downsampled: np.ndarray) -> dict:
     """PSNR over the figure on frames 1.. of the clip: the VAE round trip, frame 0 repeated, and
-    the true frames downsampled by the VAE's factor and back up (`downsampled_baseline`: what the
-    latent grid's resolution alone leaves of the figure). Frames whose mask is empty are left out."""
+    `downsampled`, the clip through `downsampled_baseline` (what the latent grid's resolution alone
+    leaves of the figure). Frames whose mask is empty are left out."""
     repeated = np.broadcast_to(clip[:1], clip[1:].shape)
     return {"vae": float(np.nanmean(psnr_masked(recon[1:], clip[1:], masks[1:]))),
             "first_frame_repeated": float(np.nanmean(psnr_masked(repeated, clip[1:], masks[1:]))),
-            "downsampled": float(np.nanmean(psnr_masked(downsampled_baseline(clip[1:], factor), clip[1:],
-                                                        masks[1:])))}
+            "downsampled": float(np.nanmean(psnr_masked(downsampled[1:], clip[1:], masks[1:])))}
 
 
 def mean_colour_baseline(frames: np.ndarray) -> np.ndarray:
@@ -217,11 +216,12 @@ def evaluate_vae(ckpt: str | Path, videos: str | Path, settings: ReconstructionS
         recon, latents = model(clip)
         latent_sq += float(np.sum(np.square(latents.astype(np.float64))))
         latent_n += latents.size
+        downsampled = downsampled_baseline(clip, model.factor)
         per_clip.append({"clip": path.stem, "vae": scores(recon, clip),
                          "mean_colour": scores(mean_colour_baseline(clip), clip),
-                         "downsampled": scores(downsampled_baseline(clip, model.factor), clip)})
+                         "downsampled": scores(downsampled, clip)})
         if masks is not None:
-            per_clip[-1]["figure_psnr"] = figure_scores(recon, clip, masks[i], model.factor)
+            per_clip[-1]["figure_psnr"] = figure_scores(recon, clip, masks[i], downsampled)
         if len(sheet) < settings.sheet_clips:
             sheet.append((clip[:settings.sheet_frames], recon[:settings.sheet_frames]))
     mean = {m: {k: float(np.mean([c[m][k] for c in per_clip])) for k in per_clip[0][m]} for m in METHODS}
