@@ -11,6 +11,11 @@ the median over rounds of JAX time / the same round's torch time.
 `jax.nn.dot_product_attention` everywhere); combine it with `CONTROLNEXT_JAX_XLA_DEFAULTS=0`
 to also drop the package's XLA flags.
 
+`--roofline` adds the release loop's product FLOPs (matrix products, convolutions and
+attention, counted by torch's `FlopCounterMode` over one whole request: CLIP, VAE encode, all
+UNet and ControlNeXt calls, decode), the rate each side reached, and what `--target` (a ratio to
+torch's time) asks of the machine's dense matmul rate (`roofline.py`).
+
     .venv/bin/python benchmarks/bench_pipeline_cpu.py --frames 8 --size 64 64 --steps 2 --rounds 3
 """
 
@@ -26,6 +31,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import torch
+from roofline import TARGET_HEADER, dense_matmul_rates, product_flops, rates_line, target_cells
 
 from controlnext_jax.models import attention, layers
 from controlnext_jax.pipeline import load_pipeline
@@ -50,6 +56,9 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=2)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after one warm-up round")
+    parser.add_argument("--roofline", action="store_true",
+                        help="product FLOPs, reached GFLOP/s and what --target asks against the dense matmul rate")
+    parser.add_argument("--target", type=float, default=0.5, help="ratio to torch's time asked (with --roofline)")
     parser.add_argument("--before", action="store_true", help="lax.conv + dot_product_attention everywhere")
     args = parser.parse_args()
     if args.before:
@@ -98,6 +107,15 @@ def main() -> None:
         print(f"| JAX jit (pipeline) | {statistics.median(times['jax']):.2f} | {statistics.median(ratios):.2f} | "
               f"{min(ratios):.2f}-{max(ratios):.2f} |")
         print(f"\ndecoded frames vs torch: max |diff| {diff.max()}, {(diff > 0).mean() * 100:.2f}% of values differ")
+        if args.roofline:
+            flops, rates = product_flops(runs["torch"]), dense_matmul_rates()
+            t_torch, t_jax = statistics.median(times["torch"]), statistics.median(times["jax"])
+            print("\n" + rates_line(rates) + "\n")
+            print(f"| GFLOP, products | torch GFLOP/s | JAX GFLOP/s | JAX time at {args.target}x torch (s) | "
+                  f"{TARGET_HEADER} |")
+            print("|---:|---:|---:|---:|---:|---:|---:|")
+            print(f"| {flops / 1e9:.1f} | {flops / t_torch / 1e9:.0f} | {flops / t_jax / 1e9:.0f} | "
+                  f"{target_cells(flops, t_torch, args.target, rates)} |")
 
 
 if __name__ == "__main__":

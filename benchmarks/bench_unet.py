@@ -17,6 +17,21 @@ JAX variants (`--variants`):
 The package's XLA flags (`controlnext_jax.xla_flags`) are per process: run once more with
 `CONTROLNEXT_JAX_XLA_DEFAULTS=0` for figures without them.
 
+`--batch 2` times one classifier-free-guidance call (animate's batch: unconditional and
+conditional halves). With several JAX devices visible (on CPU:
+`XLA_FLAGS=--xla_force_host_platform_device_count=2`) the parameters are replicated on each
+and the batch is split over them, as animate's pipeline does (`controlnext_jax.pipeline.sharding`);
+the replicas cost one more copy of the weights per device, so keep that to the small models.
+
+`--roofline` adds, per latent, the forward's FLOPs counted two ways: XLA's cost analysis of the
+package's compiled program (every operation) and torch's `FlopCounterMode` (matrix products,
+convolutions and attention only), the rate each framework reached on the product FLOPs
+(GFLOP/s), the dense float32 matmul rate of each framework on this machine (square products,
+the best of 2048 and 4096), and what `--target` (a ratio to torch's time) would ask: the JAX
+time and the product-FLOP rate it implies, as a fraction of the best dense matmul rate
+measured. The products alone cannot run faster than that rate (the rest of the forward only
+adds time), so a fraction near or above 1 is a target this machine cannot meet.
+
 Models (`--model`): `svd_xt` (full size, 1.52e9 parameters: about 6 GB of float32 weights in
 each framework), `tiny` (configs/model/tiny.yaml), or `mid`, defined here: SVD-XT's block
 structure at a fifth of the width (64..256 channels, 64-wide heads), a small configuration
@@ -38,11 +53,15 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 from flax import nnx
+from gpu_suite import flops_of  # this folder's GPU suite: XLA's cost analysis of a compiled program
+from jax.sharding import NamedSharding, PartitionSpec
+from roofline import TARGET_HEADER, dense_matmul_rates, product_flops, rates_line, target_cells
 
 from controlnext_jax.checkpoint.torch_layout import assign_state_dict, param_table
 from controlnext_jax.models.attention import set_attention_implementation
 from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.models.layers import set_conv_lowering
+from controlnext_jax.pipeline.sharding import BATCH_AXIS, make_mesh, replicate
 from controlnext_jax.testing.parity_cases import rel_err, to_nhwc
 from controlnext_jax.testing.torch_checkpoints import model_configs
 
@@ -95,6 +114,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[16], help="square latent sizes")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--variants", nargs="+", default=["xla", "package"], choices=sorted(VARIANTS))
+    parser.add_argument("--batch", type=int, default=1, help="videos per call (2: one CFG call)")
+    parser.add_argument("--roofline", action="store_true",
+                        help="FLOPs, reached GFLOP/s and what --target asks against the dense matmul rate")
+    parser.add_argument("--target", type=float, default=0.7, help="ratio to torch's time asked (with --roofline)")
     parser.add_argument("--torch-profile", action="store_true",
                         help="after the rounds, one more torch forward under torch.profiler: its top operators")
     args = parser.parse_args()
@@ -118,24 +141,32 @@ def main() -> None:
         set_conv_lowering(ours, lowering, max_positions)
         set_attention_implementation(ours, attention)
         graphdef, params = nnx.split(ours)  # the settings live in graphdef: one per variant
+        params = params_on(params)
         apply = jax.jit(lambda params, *inputs: nnx.merge(graphdef, params)(*inputs))
-        return lambda *inputs: apply(params, *inputs)
+        run = lambda *inputs: apply(params, *inputs)  # noqa: E731
+        # XLA's cost analysis of a program split over devices counts one device's share
+        run.flops = lambda *inputs: flops_of(apply.lower(params, *inputs).compile()) * len(jax.devices())
+        return run
 
+    mesh = make_mesh()  # None on one device
+    params_on = (lambda p: replicate(p, mesh)) if mesh is not None else (lambda p: p)
     forwards = {v: forward(v) for v in args.variants}
-    print(f"UNet {args.model}: {n_params / 1e9:.3f}e9 parameters, {args.frames} frames, device "
-          f"{jax.devices()[0].platform}, torch threads {torch.get_num_threads()}, jax {jax.__version__}, "
+    print(f"UNet {args.model}: {n_params / 1e9:.3f}e9 parameters, {args.frames} frames, batch {args.batch}, "
+          f"{len(jax.devices())} {jax.devices()[0].platform} device(s), torch threads {torch.get_num_threads()}, jax {jax.__version__}, "
           f"torch {torch.__version__}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print("\n| latent | run | median time (s) | median ratio to torch | ratio range | rel. error vs torch |")
     print("|---|---|---:|---:|---:|---:|")
     g = torch.Generator().manual_seed(1)
+    b = args.batch
+    split = (lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))) if mesh else jnp.asarray
+    roofline_rows = []
     for size in args.sizes:
-        sample = torch.randn(1, args.frames, config["in_channels"], size, size, generator=g)
-        t = torch.tensor([0.25 * np.log(10.0)])
-        context = torch.randn(1, 1, config["cross_attention_dim"], generator=g)
-        added = torch.randn(1, 3, generator=g).abs() * torch.tensor([[6.0, 127.0, 0.02]])
-        jax_inputs = (jnp.asarray(to_nhwc(sample)), jnp.asarray(t.numpy()), jnp.asarray(context.numpy()),
-                      jnp.asarray(added.numpy()))
+        sample = torch.randn(b, args.frames, config["in_channels"], size, size, generator=g)
+        t = torch.full((b,), 0.25 * np.log(10.0))
+        context = torch.randn(b, 1, config["cross_attention_dim"], generator=g)
+        added = torch.randn(b, 3, generator=g).abs() * torch.tensor([[6.0, 127.0, 0.02]])
+        jax_inputs = tuple(split(np.asarray(x)) for x in (to_nhwc(sample), t.numpy(), context.numpy(), added.numpy()))
 
         def run_torch():
             with torch.no_grad():
@@ -152,18 +183,37 @@ def main() -> None:
                     times[name].append(elapsed)
             stage(f"{size}x{size} round {r}")
         ref = np.moveaxis(outputs["torch"], -3, -1)
-        latent = f"(1, {args.frames}, {size}, {size}, {config['in_channels']})"
+        latent = f"({b}, {args.frames}, {size}, {size}, {config['in_channels']})"
         print(f"| {latent} | torch float32 eager | {statistics.median(times['torch']):.3f} | 1 | - | - |")
         for v in forwards:
             ratios = [a / b for a, b in zip(times[v], times["torch"])]
             print(f"| {latent} | JAX float32 jit, {v} | {statistics.median(times[v]):.3f} | "
                   f"{statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | "
                   f"{rel_err(outputs[v], ref):.1e} |", flush=True)
+        if args.roofline:
+            roofline_rows.append((latent, forwards[args.variants[0]].flops(*jax_inputs), product_flops(run_torch),
+                                  {n: statistics.median(ts) for n, ts in times.items()}))
         if args.torch_profile:  # where torch's time goes, to compare with the JAX kernels (bench_kernels.py)
             with torch.profiler.profile() as prof:
                 run_torch()
             print(f"\ntorch.profiler, one forward at {latent}:\n"
                   + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10), flush=True)
+    if roofline_rows:
+        print_roofline(roofline_rows, args.variants, args.target)
+
+
+def print_roofline(rows, variants, target: float) -> None:
+    rates = dense_matmul_rates()
+    print("\n" + rates_line(rates))
+    print(f"\n| latent | GFLOP, XLA ({variants[0]}) | GFLOP, products | torch (s) | torch GFLOP/s | "
+          f"{' | '.join(f'JAX {v} GFLOP/s' for v in variants)} | "
+          f"JAX time at {target}x torch (s) | {TARGET_HEADER} |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(variants) + "---:|---:|---:|---:|")
+    for latent, xla_flops, flops, medians in rows:
+        reached = " | ".join(f"{flops / medians[v] / 1e9:.0f}" for v in variants)
+        print(f"| {latent} | {xla_flops / 1e9:.1f} | {flops / 1e9:.1f} | {medians['torch']:.3f} | "
+              f"{flops / medians['torch'] / 1e9:.0f} | {reached} | "
+              f"{target_cells(flops, medians['torch'], target, rates)} |", flush=True)
 
 
 if __name__ == "__main__":

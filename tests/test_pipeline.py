@@ -221,6 +221,24 @@ def test_decoded_frames_match_release(pipe, release):
     assert len(np.unique(ours)) > 50  # not a saturated or constant image
 
 
+def test_decode_groups_equal_chunk_by_chunk(pipe):
+    """decode_latents with chunks grouped for 2 devices (here on one: no constraint) decodes the same
+    chunks as the one-device path: 7 frames, chunks of 2 -> 3 full chunks in 2 groups (one zero
+    padding chunk, dropped) + 1 frame."""
+    import jax
+    from flax import nnx
+
+    from controlnext_jax.pipeline.program import decode_latents
+
+    vae = nnx.merge(pipe.graphdefs["vae"], pipe._params["vae"])
+    z = jax.random.normal(jax.random.key(3), (7, 8, 8, 4))
+    one = np.asarray(decode_latents(vae, z, 2, 0.18215)).astype(int)
+    grouped = np.asarray(decode_latents(vae, z, 2, 0.18215, devices=2)).astype(int)
+    assert grouped.shape == one.shape == (7, SIZE, SIZE, 3) and len(np.unique(one)) > 50
+    # the decoder sees 2 chunks per call instead of 1: only float reduction order may differ
+    assert np.abs(grouped - one).max() <= 1 and (grouped != one).mean() < 0.01
+
+
 # ------------------------------------------------------------------------ several devices
 
 
@@ -243,8 +261,33 @@ _MESH_SCRIPT = textwrap.dedent("""
     one = load_pipeline(ckpt, devices=jax.devices()[:1], compilation_cache_dir=cache)
     out_one = one(image, poses, **kw)
     err = float(np.linalg.norm(out_many - out_one) / np.linalg.norm(out_one))
+    # decoded frames, chunks of 2 (5 full chunks spread over the 4 devices + 1 frame)
+    kw.update(output_type="np", decode_chunk_size=2)
+    frames_diff = np.abs(many(image, poses, **kw).astype(int) - one(image, poses, **kw).astype(int))
+
+    # the decode: 11 frames in chunks of 2 = 5 full chunks (2 groups of 4 devices, 3 padding
+    # chunks) + 1 frame, against every device decoding every chunk of the replicated latents
+    from flax import nnx
+    from controlnext_jax.pipeline.program import decode_latents
+    from controlnext_jax.pipeline.sharding import batch_constraint, replicate
+    z = replicate(jax.random.normal(jax.random.key(2), (11, 8, 8, 4)), many.mesh)
+    def decode(devices, constrain):
+        fn = jax.jit(lambda p, z: decode_latents(nnx.merge(many.graphdefs["vae"], p), z, 2, 0.18215,
+                                                 devices=devices, constrain=constrain))
+        cost = fn.lower(many._params["vae"], z).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return cost["flops"], np.asarray(fn(many._params["vae"], z)).astype(int)
+    spread_flops, spread = decode(4, batch_constraint(many.mesh))
+    # the same groups of 4 chunks without the constraint: every device decodes all 4 (XLA's cost
+    # analysis counts the loop body once, so compare programs with the same loop)
+    every_flops, _ = decode(4, lambda x: x)
+    _, every = decode(1, lambda x: x)  # the one-device path: one chunk per decoder call
     print(json.dumps({"devices": len(jax.devices()), "param_devices": len(leaf.sharding.device_set),
-                      "sharded_batch": "f32[1,6,8,8,8]" in hlo and "f32[4,6,8,8,8]" not in hlo, "rel_err": err}))
+                      "sharded_batch": "f32[1,6,8,8,8]" in hlo and "f32[4,6,8,8,8]" not in hlo, "rel_err": err,
+                      "frames_max_diff": int(frames_diff.max()), "frames_differ": float((frames_diff > 0).mean()),
+                      "decode_flops_ratio": spread_flops / every_flops,
+                      "decode_max_diff": int(np.abs(spread - every).max()),
+                      "decode_values": len(np.unique(spread)), "decode_shape": list(spread.shape)}))
 """)
 
 
@@ -260,6 +303,54 @@ def test_four_device_mesh_equals_one_device(release, cache_dir):
     # the same float32 maths split over 4 devices (2 windows x 2 CFG halves per call) against one
     # window per call on one device: only reduction order differs (measured 6e-6 after 2 steps)
     assert report["rel_err"] < 3e-5
+    # the whole program's uint8 frames: the same maths, a rounding-boundary level at most
+    assert report["frames_max_diff"] <= 1 and report["frames_differ"] < 0.01
+    # per group each device decodes 1 chunk (2 frames) instead of 4 (8 frames); with the last
+    # frame, decoded everywhere, about 3/9 of the work
+    assert report["decode_flops_ratio"] < 0.5
+    # the same decoder maths on the same chunks: uint8 frames equal up to a rounding-boundary level
+    assert report["decode_shape"] == [11, 64, 64, 3] and report["decode_max_diff"] <= 1
+    assert report["decode_values"] > 50
+
+
+_DECODE_MESH_SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile
+    from pathlib import Path
+    import jax, numpy as np
+    from controlnext_jax.pipeline import load_pipeline
+    from controlnext_jax.testing.torch_checkpoints import model_configs
+    from controlnext_jax.testing.torch_sampler import build_random_release
+    _, ckpt = build_random_release(Path(tempfile.mkdtemp(dir=sys.argv[1])), model_configs("small"), seed=0)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (128, 96, 3), dtype=np.uint8)
+    poses = rng.integers(0, 256, (14, 128, 96, 3), dtype=np.uint8)
+    kw = dict(height=128, width=96, num_inference_steps=2, batch_frames=8, overlap=2, seed=1, output_type="np",
+              reference_quirks=True)
+    many = load_pipeline(ckpt)(image, poses, **kw).astype(int)
+    one = load_pipeline(ckpt, devices=jax.devices()[:1])(image, poses, **kw).astype(int)
+    diff = np.abs(many - one)
+    print(json.dumps({"devices": len(jax.devices()), "max_diff": int(diff.max()),
+                      "differ": float((diff > 0).mean()), "values": len(np.unique(one))}))
+""")
+
+
+@slow
+@pytest.mark.xfail(strict=True, reason="known bug, not found yet: on 2 CPU devices the small model's decoded "
+                   "frames differ from one device's (about 78% of values, 4-5 levels on average) while the "
+                   "latents agree to 1.4e-5; the tiny model's agree. The same decode jitted alone agrees.")
+def test_two_device_frames_equal_one_device(tmp_path):
+    """The small model's 14 frames of 128x96, decoded uint8, on 2 CPU devices against one. Fails
+    today (deterministically: the same figures on every run; the tiny model of the 4-device test
+    above does not show it); strict, so that the fix shows up as an unexpected pass."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", _DECODE_MESH_SCRIPT, str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(report)
+    assert report["devices"] == 2 and report["values"] > 50
+    # the same float32 maths on 2 devices: a level at most, on values at a rounding boundary
+    assert report["max_diff"] <= 1 and report["differ"] < 0.01
 
 
 @slow

@@ -74,6 +74,7 @@ class ControlNeXtPipeline:
         if memory_saving:
             graphdefs = memory_saving_graphdefs(graphdefs, params)
         self.configs = configs
+        self.graphdefs = graphdefs
         self.scheduler = scheduler
         self.mesh = make_mesh(devices)
         self.devices = list(devices) if devices is not None else jax.devices()
@@ -94,7 +95,8 @@ class ControlNeXtPipeline:
             # JAX does not keep programs with host callbacks in its persistent compilation
             # cache, so the progress hook is compiled in only when a bar is asked for
             return run_program(graphdefs, batch_constraint(self.mesh), *args, separate_cfg=memory_saving,
-                               on_window_group=window_group_done if progress else None, **kwargs)
+                               on_window_group=window_group_done if progress else None,
+                               devices=self.mesh.size if self.mesh is not None else 1, **kwargs)
 
         static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor", "progress")
         self._program = jax.jit(animate_program, static_argnames=static)

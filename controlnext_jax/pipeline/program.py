@@ -72,18 +72,29 @@ def controlnext_svd_model(unet, controlnext, *, image_embeds, image_latents, pos
     return model
 
 
-def decode_latents(vae, latents: jax.Array, chunk: int, scaling_factor: float) -> jax.Array:
+def decode_latents(vae, latents: jax.Array, chunk: int, scaling_factor: float, *, devices: int = 1,
+                   constrain: Callable = lambda x: x) -> jax.Array:
     """(F, h, w, 4) latents -> (F, H, W, 3) uint8, `chunk` frames per temporal-decoder call
-    (the decoder mixes frames inside a chunk only); the last chunk may be shorter."""
+    (the decoder mixes frames inside a chunk only); the last chunk may be shorter.
+
+    devices > 1 (a mesh's size, with `constrain` splitting a leading axis over it): the full
+    chunks are decoded `devices` at a time, one per device, instead of every device decoding
+    every chunk of its replicated latents; zero chunks pad the last group (their frames are
+    dropped). The shorter last chunk is still decoded on every device."""
     vae_dtype = _dtype_of(nnx.state(vae))
     z = (latents / scaling_factor).astype(vae_dtype)
     f = z.shape[0]
     full, rest = divmod(f, chunk)
     parts = []
     if full:
-        chunks = z[:full * chunk].reshape(full, chunk, *z.shape[1:])
-        out = jax.lax.map(lambda c: vae.decode(c, chunk).astype(jnp.float32), chunks)
-        parts.append(out.reshape(full * chunk, *out.shape[2:]))
+        groups = -(-full // devices)
+        chunks = z[:full * chunk]
+        if groups * devices > full:
+            chunks = jnp.concatenate([chunks, jnp.zeros(((groups * devices - full) * chunk, *z.shape[1:]), z.dtype)])
+        # (groups, devices * chunk, h, w, 4): one group per decoder call, a chunk per device
+        grouped = chunks.reshape(groups, devices * chunk, *z.shape[1:])
+        out = jax.lax.map(lambda g: vae.decode(constrain(g), chunk).astype(jnp.float32), grouped)
+        parts.append(out.reshape(groups * devices * chunk, *out.shape[2:])[:full * chunk])
     if rest:
         parts.append(vae.decode(z[full * chunk:], rest).astype(jnp.float32))
     frames = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -93,11 +104,12 @@ def decode_latents(vae, latents: jax.Array, chunk: int, scaling_factor: float) -
 
 def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict, *, cfg: bool,
                 output_type: str, decode_chunk_size: int, scaling_factor: float, separate_cfg: bool = False,
-                on_window_group: Callable | None = None) -> jax.Array:
+                on_window_group: Callable | None = None, devices: int = 1) -> jax.Array:
     """inputs: reference (1, H, W, 3) f32 in [-1, 1]; image_noise (1, H, W, 3); noise (F, h, w, 4)
     standard normal; poses (F, H, W, 3) uint8; sigmas (S+1,), c_noise (S,), init_sigma ();
     added_time_ids (3,); control_scale (); guidance (B,); plan arrays (see WindowPlan.arrays).
     separate_cfg: the CFG halves as two UNet calls (memory saving).
+    devices: the size of the mesh `constrain` splits over (1: no mesh), for the decode.
     on_window_group(step, group): a host function told when a window group is done (progress).
     Returns latents (F, h, w, 4) f32 or frames (F, H, W, 3) uint8."""
     unet, vae, clip, controlnext = (nnx.merge(graphdefs[n], params[n])
@@ -126,5 +138,5 @@ def run_program(graphdefs: dict, constrain: Callable, params: dict, inputs: dict
     if output_type == "latent":
         return latents
 
-    # 5. chunked temporal decode to uint8 frames
-    return decode_latents(vae, latents, decode_chunk_size, scaling_factor)
+    # 5. chunked temporal decode to uint8 frames, the chunks spread over the devices
+    return decode_latents(vae, latents, decode_chunk_size, scaling_factor, devices=devices, constrain=constrain)
