@@ -335,13 +335,15 @@ _DECODE_MESH_SCRIPT = textwrap.dedent("""
 
 
 @slow
-@pytest.mark.xfail(strict=True, reason="known bug, not found yet: on 2 CPU devices the small model's decoded "
+@pytest.mark.xfail(strict=False, reason="known bug, not found yet: on 2 CPU devices the small model's decoded "
                    "frames differ from one device's (about 78% of values, 4-5 levels on average) while the "
                    "latents agree to 1.4e-5; the tiny model's agree. The same decode jitted alone agrees.")
 def test_two_device_frames_equal_one_device(tmp_path):
     """The small model's 14 frames of 128x96, decoded uint8, on 2 CPU devices against one. Fails
-    today (deterministically: the same figures on every run; the tiny model of the 4-device test
-    above does not show it); strict, so that the fix shows up as an unexpected pass."""
+    today: every fresh compilation tried gave the same wrong frames, except one early run that
+    agreed and was never reproduced; so not strict (an unexpected pass must not turn CI red),
+    and an XPASS in the report is the sign to look again. The tiny model of the 4-device test
+    above does not show it."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     result = subprocess.run([sys.executable, "-c", _DECODE_MESH_SCRIPT, str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=900, cwd=REPO)
