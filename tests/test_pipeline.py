@@ -321,13 +321,14 @@ _DECODE_MESH_SCRIPT = textwrap.dedent("""
     from controlnext_jax.testing.torch_checkpoints import model_configs
     from controlnext_jax.testing.torch_sampler import build_random_release
     _, ckpt = build_random_release(Path(tempfile.mkdtemp(dir=sys.argv[1])), model_configs("small"), seed=0)
+    cache = sys.argv[2]
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (128, 96, 3), dtype=np.uint8)
     poses = rng.integers(0, 256, (14, 128, 96, 3), dtype=np.uint8)
     kw = dict(height=128, width=96, num_inference_steps=2, batch_frames=8, overlap=2, seed=1, output_type="np",
               reference_quirks=True)
-    many = load_pipeline(ckpt)(image, poses, **kw).astype(int)
-    one = load_pipeline(ckpt, devices=jax.devices()[:1])(image, poses, **kw).astype(int)
+    many = load_pipeline(ckpt, compilation_cache_dir=cache)(image, poses, **kw).astype(int)
+    one = load_pipeline(ckpt, devices=jax.devices()[:1], compilation_cache_dir=cache)(image, poses, **kw).astype(int)
     diff = np.abs(many - one)
     print(json.dumps({"devices": len(jax.devices()), "max_diff": int(diff.max()),
                       "differ": float((diff > 0).mean()), "values": len(np.unique(one))}))
@@ -338,14 +339,14 @@ _DECODE_MESH_SCRIPT = textwrap.dedent("""
 @pytest.mark.xfail(strict=False, reason="known bug, not found yet: on 2 CPU devices the small model's decoded "
                    "frames differ from one device's (about 78% of values, 4-5 levels on average) while the "
                    "latents agree to 1.4e-5; the tiny model's agree. The same decode jitted alone agrees.")
-def test_two_device_frames_equal_one_device(tmp_path):
+def test_two_device_frames_equal_one_device(tmp_path, cache_dir):
     """The small model's 14 frames of 128x96, decoded uint8, on 2 CPU devices against one. Fails
     today: every fresh compilation tried gave the same wrong frames, except one early run that
     agreed and was never reproduced; so not strict (an unexpected pass must not turn CI red),
     and an XPASS in the report is the sign to look again. The tiny model of the 4-device test
     above does not show it."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", _DECODE_MESH_SCRIPT, str(tmp_path)], env=env,
+    result = subprocess.run([sys.executable, "-c", _DECODE_MESH_SCRIPT, str(tmp_path), str(cache_dir)], env=env,
                             capture_output=True, text=True, timeout=900, cwd=REPO)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -96,7 +96,7 @@ class ControlNeXtPipeline:
             # cache, so the progress hook is compiled in only when a bar is asked for
             return run_program(graphdefs, batch_constraint(self.mesh), *args, separate_cfg=memory_saving,
                                on_window_group=window_group_done if progress else None,
-                               devices=self.mesh.size if self.mesh is not None else 1, **kwargs)
+                               devices=len(self.devices), **kwargs)
 
         static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor", "progress")
         self._program = jax.jit(animate_program, static_argnames=static)
