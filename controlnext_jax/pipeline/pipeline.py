@@ -2,7 +2,8 @@
 
 The pipeline holds each network once, as `nnx.split` parameter states, and one jitted
 program (`program.run_program`) that runs everything from the reference encodings to
-the decoded frames. Host-side work per call is parameter checking, noise drawing and the
+the decoded frames (on several devices the decode is a second program: see
+`StagedProgram`). Host-side work per call is parameter checking, noise drawing and the
 window table; calls with the same shapes reuse the compiled program.
 """
 
@@ -22,7 +23,7 @@ from flax import nnx
 from controlnext_jax.checkpoint.store import load_component, read_pipeline
 from controlnext_jax.models.components import COMPONENTS
 from controlnext_jax.pipeline.memory_saving import memory_saving_graphdefs
-from controlnext_jax.pipeline.program import run_program
+from controlnext_jax.pipeline.program import decode_latents, run_program
 from controlnext_jax.pipeline.sharding import batch_constraint, make_mesh, replicate, windows_per_call_for
 from controlnext_jax.pipeline.validation import AnimateParams, validate_params
 from controlnext_jax.sampling.conditioning import added_time_ids
@@ -45,6 +46,22 @@ def enable_compilation_cache(path: str | os.PathLike | None) -> None:
         Path(path).mkdir(parents=True, exist_ok=True)
         compilation_cache.set_cache_dir(path)
         compilation_cache.reset_cache()  # re-read the directory on the next compilation
+
+
+class StagedProgram:
+    """The animate program as two compiled programs run back to back on the same devices:
+    sampling to latents, then the decode of those latents (which stay on the devices).
+
+    Used on several devices. There XLA:CPU (jax 0.10.2, emulated devices) returns wrong
+    decoded frames, nondeterministically, when the decode runs in the same program as the
+    sampling loop, while the same decode compiled on its own is right (docs/sampling.md,
+    Several devices). `sample` and `decode` are the two `jax.stages.Compiled`."""
+
+    def __init__(self, sample: jax.stages.Compiled, decode: jax.stages.Compiled):
+        self.sample, self.decode = sample, decode
+
+    def __call__(self, params: dict, inputs: dict) -> jax.Array:
+        return self.decode(params["vae"], self.sample(params, inputs))
 
 
 def vae_scale_factor(vae_config) -> int:
@@ -100,26 +117,45 @@ class ControlNeXtPipeline:
 
         static = ("cfg", "output_type", "decode_chunk_size", "scaling_factor", "progress")
         self._program = jax.jit(animate_program, static_argnames=static)
+
+        def decode_program(vae_params, latents, *, decode_chunk_size: int, scaling_factor: float):
+            vae = nnx.merge(graphdefs["vae"], vae_params)
+            return decode_latents(vae, latents, decode_chunk_size, scaling_factor, devices=len(self.devices),
+                                  constrain=batch_constraint(self.mesh))
+
+        self._decode_program = jax.jit(decode_program, static_argnames=("decode_chunk_size", "scaling_factor"))
         # compiled executables by shape set: compiled ahead of the call so compile time is
         # measured apart from sampling, and never repeated for shapes seen before
         self._executables: dict = {}
 
     @property
     def compile_count(self) -> int:
-        """Compiled variants of the program held in memory (one per shape set and static option)."""
+        """Compiled variants of the program held in memory (one per shape set and static option; a
+        `StagedProgram` counts as one)."""
         return len(self._executables)
 
     def _executable(self, inputs: dict, static: dict):
         leaves, tree = jax.tree.flatten(inputs)
         key = (tree, tuple((x.shape, x.dtype, x.sharding) for x in leaves), tuple(sorted(static.items())))
         if key not in self._executables:
-            self._executables[key] = self._program.lower(self._params, inputs, **static).compile()
+            if self.mesh is not None and static["output_type"] != "latent":
+                self._executables[key] = self._staged_executable(inputs, static)
+            else:
+                self._executables[key] = self._program.lower(self._params, inputs, **static).compile()
         return self._executables[key]
 
-    def compile(self, image: np.ndarray, poses: np.ndarray, **params) -> jax.stages.Compiled:
+    def _staged_executable(self, inputs: dict, static: dict) -> StagedProgram:
+        sample = self._program.lower(self._params, inputs, **{**static, "output_type": "latent"}).compile()
+        latents = jax.ShapeDtypeStruct(inputs["noise"].shape, jnp.float32, sharding=inputs["noise"].sharding)
+        decode = self._decode_program.lower(self._params["vae"], latents, decode_chunk_size=static["decode_chunk_size"],
+                                            scaling_factor=static["scaling_factor"]).compile()
+        return StagedProgram(sample, decode)
+
+    def compile(self, image: np.ndarray, poses: np.ndarray, **params) -> jax.stages.Compiled | StagedProgram:
         """The compiled program of a call with these arguments, without running it (cached like a
         call's): for `memory_analysis()` / `cost_analysis()`, or to keep compilation apart from a
-        timed run. Works on a pipeline built with abstract parameters."""
+        timed run. Works on a pipeline built with abstract parameters. On several devices a call
+        that decodes gives a `StagedProgram` (its `.sample` and `.decode` are the compiled stages)."""
         poses = np.asarray(poses)
         p = validate_params(num_frames=poses.shape[0] if poses.ndim == 4 else None,
                             size_multiple=self.size_multiple, **params)
