@@ -130,8 +130,9 @@ class ControlNeXtPipeline:
 
     @property
     def compile_count(self) -> int:
-        """Compiled variants of the program held in memory (one per shape set and static option; a
-        `StagedProgram` counts as one)."""
+        """Compiled variants of the program held in memory (one per shape set and static option; on
+        several devices a decoding call holds two: its `StagedProgram` and the latent call's
+        program, which is its sampling stage)."""
         return len(self._executables)
 
     def _executable(self, inputs: dict, static: dict):
@@ -145,9 +146,10 @@ class ControlNeXtPipeline:
         return self._executables[key]
 
     def _staged_executable(self, inputs: dict, static: dict) -> StagedProgram:
-        sample = self._program.lower(self._params, inputs, **{**static, "output_type": "latent"}).compile()
-        latents = jax.ShapeDtypeStruct(inputs["noise"].shape, jnp.float32, sharding=inputs["noise"].sharding)
-        decode = self._decode_program.lower(self._params["vae"], latents, decode_chunk_size=static["decode_chunk_size"],
+        # the sampling stage is the latent call's program: compiled once for both kinds of call
+        sample = self._executable(inputs, {**static, "output_type": "latent"})
+        decode = self._decode_program.lower(self._params["vae"], sample.out_info,
+                                            decode_chunk_size=static["decode_chunk_size"],
                                             scaling_factor=static["scaling_factor"]).compile()
         return StagedProgram(sample, decode)
 
